@@ -1,0 +1,180 @@
+//! Import and export of the PyTorch reference's checkpoints under its `state_dict` key names.
+//!
+//! Our module tree mirrors the reference's names (`patch_embed.proj_conv.weight`,
+//! `block.0.attn.q_bn.running_var`, `head.weight`, …), so loading is a by-name copy; Linear
+//! weights are transposed (PyTorch stores `[out, in]`), half-precision tensors are cast to f32.
+//! Missing keys, unexpected keys and shape mismatches are errors that name the key.
+//! `num_batches_tracked` entries are accepted and ignored on load, and written on export.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::{
+    ApplyResult, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleSnapshot,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
+use burn::tensor::DType;
+
+use crate::error::{Error, Result};
+
+/// What a load did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Keys copied into the model.
+    pub applied: usize,
+    /// Keys of the file that were ignored (`num_batches_tracked`).
+    pub ignored: Vec<String>,
+}
+
+fn is_ignorable(key: &str) -> bool {
+    key.ends_with("num_batches_tracked")
+}
+
+fn check(path: &Path, result: ApplyResult) -> Result<LoadReport> {
+    let p = path.display().to_string();
+    if let Some(e) = result.errors.first() {
+        return Err(Error::checkpoint(p, format!("{e}")));
+    }
+    if !result.missing.is_empty() {
+        let keys: Vec<&str> = result.missing.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(Error::checkpoint(
+            p,
+            format!("missing key(s) the model needs: {}", keys.join(", ")),
+        ));
+    }
+    let (ignored, unexpected): (Vec<String>, Vec<String>) =
+        result.unused.into_iter().partition(|k| is_ignorable(k));
+    if !unexpected.is_empty() {
+        return Err(Error::checkpoint(
+            p,
+            format!(
+                "unexpected key(s) the model does not have: {}",
+                unexpected.join(", ")
+            ),
+        ));
+    }
+    if result.applied.is_empty() {
+        return Err(Error::checkpoint(
+            p,
+            "no tensor of the file matches the model",
+        ));
+    }
+    Ok(LoadReport {
+        applied: result.applied.len(),
+        ignored,
+    })
+}
+
+fn from_adapter() -> ChainAdapter {
+    ChainAdapter::new(FloatCastAdapter::to(DType::F32), PyTorchToBurnAdapter)
+}
+
+/// Load a reference `state_dict` (`.safetensors`, or a PyTorch `.pth`/`.pt`/`.bin` pickle,
+/// optionally nested under `state_dict` or `model`) into `model`.
+pub fn load_reference<M: Module + ModuleSnapshot>(
+    model: &mut M,
+    path: &Path,
+) -> Result<LoadReport> {
+    let p = path.display().to_string();
+    if !path.is_file() {
+        return Err(Error::checkpoint(p, "file not found"));
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ext == "safetensors" {
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(from_adapter())
+            .allow_partial(true)
+            .validate(false)
+            .skip_enum_variants(true);
+        let result = model
+            .load_from(&mut store)
+            .map_err(|e| Error::checkpoint(p.clone(), format!("{e}")))?;
+        return check(path, result);
+    }
+    let mut last_err = None;
+    for top in [
+        None,
+        Some("state_dict"),
+        Some("model"),
+        Some("state_dict_ema"),
+    ] {
+        let mut store = PytorchStore::from_file(path)
+            .allow_partial(true)
+            .validate(false)
+            .skip_enum_variants(true);
+        if let Some(k) = top {
+            store = store.with_top_level_key(k);
+        }
+        let mut candidate = model.clone();
+        let loaded = candidate
+            .load_from(&mut store)
+            .map_err(|e| Error::checkpoint(p.clone(), format!("{e}")));
+        match loaded {
+            Ok(r) if !r.applied.is_empty() => {
+                let report = check(path, r)?;
+                *model = candidate;
+                return Ok(report);
+            }
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::checkpoint(p, "no tensor of the file matches the model")))
+}
+
+/// Save `model`'s parameters and running statistics as safetensors under the reference's key
+/// names (Linear weights transposed back to `[out, in]`).
+pub fn save_reference<M: Module + ModuleSnapshot>(model: &M, path: &Path) -> Result<()> {
+    let p = path.display().to_string();
+    if path.exists() {
+        std::fs::remove_file(path).map_err(|e| Error::checkpoint(p.clone(), e.to_string()))?;
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .skip_enum_variants(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| Error::checkpoint(p, format!("{e}")))
+}
+
+/// A named host-side tensor in PyTorch layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// `state_dict` key.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values (f32, row-major).
+    pub values: Vec<f32>,
+    /// Parameter id in the Burn module (None for running statistics).
+    pub param_id: Option<u64>,
+}
+
+/// Every tensor of `model` (parameters and running statistics) under its reference key, in
+/// PyTorch layout, read back to the host.
+pub fn named_tensors<M: Module + ModuleSnapshot>(model: &M) -> Vec<NamedTensor> {
+    model
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .filter_map(|t| {
+            let (name, dtype, shape, id, bytes) = t.into_parts().ok()?;
+            if dtype != DType::F32 {
+                return None;
+            }
+            let values = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Some(NamedTensor {
+                name,
+                shape: shape.to_vec(),
+                values,
+                param_id: id,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,289 @@
+//! Building blocks with PyTorch semantics: BatchNorm with PyTorch's running statistics,
+//! bias-free 3×3 / 1×1 convolutions initialised as the reference, max pooling with −∞ padding.
+
+use burn::module::{Flag, Module, Param, RunningState};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::module::{batch_norm, batch_norm_train, max_pool2d};
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{DType, FloatDType};
+
+/// BatchNorm over dimension 1 of a `[N, C, ...]` tensor with PyTorch's semantics: normalisation by
+/// the biased batch variance, running variance updated with the **unbiased** one
+/// (`running ← (1 − m)·running + m·batch`), eps 1e-5 and momentum 0.1 by default.
+///
+/// Field names equal PyTorch's `state_dict` keys (`weight`, `bias`, `running_mean`,
+/// `running_var`). It uses batch statistics when the module is in training mode and its input
+/// is on an autodiff device, running statistics otherwise.
+#[derive(Module, Debug)]
+pub struct TorchBatchNorm {
+    /// γ.
+    pub weight: Param<Tensor<1>>,
+    /// β.
+    pub bias: Param<Tensor<1>>,
+    /// Running mean.
+    pub running_mean: RunningState<Tensor<1>>,
+    /// Running (unbiased) variance.
+    pub running_var: RunningState<Tensor<1>>,
+    /// Training flag (toggled by `Module::train` / `Module::valid`).
+    pub training: Param<Flag>,
+    /// Momentum of the running statistics.
+    pub momentum: f64,
+    /// Epsilon added to the variance.
+    pub epsilon: f64,
+}
+
+impl TorchBatchNorm {
+    /// A BatchNorm over `channels` with γ = 1, β = 0, running mean 0, running var 1.
+    pub fn new(channels: usize, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            training: Param::from_bool(true),
+            momentum: 0.1,
+            epsilon: 1e-5,
+        }
+    }
+
+    /// Normalise `x` (`[N, C, ...]`).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let device = x.device();
+        if device.is_autodiff() && self.training.is_enabled() {
+            let dims = x.dims();
+            let n = dims.iter().product::<usize>() / dims[1];
+            let (output, mean, var) = if device.supports_dtype(DType::F64) {
+                // CPU backends: normalise in f64 (forward statistics and backward sums), so that
+                // neither spikes downstream nor the γ/β gradients depend on the backend's f32
+                // summation order over the N·H·W elements of a channel.
+                let out = batch_norm_train(
+                    x.cast(FloatDType::F64),
+                    self.weight.val().cast(FloatDType::F64),
+                    self.bias.val().cast(FloatDType::F64),
+                    self.epsilon,
+                );
+                (
+                    out.output.cast(FloatDType::F32),
+                    out.mean.detach().cast(FloatDType::F32),
+                    out.variance.detach().cast(FloatDType::F32),
+                )
+            } else {
+                // The fused op carries the backward pass; its forward value is replaced by a
+                // normalisation with statistics accumulated by blocked summation
+                // (`channel_stats`).
+                let fused =
+                    batch_norm_train(x.clone(), self.weight.val(), self.bias.val(), self.epsilon);
+                let (mean, var) = channel_stats(x.clone());
+                let exact = batch_norm(
+                    x.detach(),
+                    self.weight.val().detach(),
+                    self.bias.val().detach(),
+                    mean.clone(),
+                    var.clone(),
+                    self.epsilon,
+                );
+                (
+                    fused.output.clone() + (exact - fused.output).detach(),
+                    mean,
+                    var,
+                )
+            };
+            let unbiased = if n > 1 {
+                var.mul_scalar(n as f64 / (n as f64 - 1.0))
+            } else {
+                var
+            };
+            let m = self.momentum;
+            let running_mean = self.running_mean.value_sync().to_device(&device);
+            let running_var = self.running_var.value_sync().to_device(&device);
+            self.running_mean.update(
+                running_mean
+                    .mul_scalar(1.0 - m)
+                    .add(mean.mul_scalar(m))
+                    .detach(),
+            );
+            self.running_var.update(
+                running_var
+                    .mul_scalar(1.0 - m)
+                    .add(unbiased.mul_scalar(m))
+                    .detach(),
+            );
+            // Fold the update in now, so that readers of the module (checkpoints, exports)
+            // see the statistics of this forward.
+            let _ = self.running_mean.value_sync();
+            let _ = self.running_var.value_sync();
+            output
+        } else {
+            batch_norm(
+                x,
+                self.weight.val(),
+                self.bias.val(),
+                self.running_mean.value().to_device(&device),
+                self.running_var.value().to_device(&device),
+                self.epsilon,
+            )
+        }
+    }
+}
+
+/// Per-channel mean and biased variance of `x` (`[N, C, ...]`), detached, accumulated in f64
+/// where the device supports it and by two-level (blocked) summation otherwise. A plain f32
+/// running sum over `N·H·W` elements (tens of thousands) errs by ~1e-5 relative, enough to flip
+/// membranes that sit a few 1e-6 from their threshold; PyTorch's kernels accumulate accurately.
+pub fn channel_stats<const D: usize>(x: Tensor<D>) -> (Tensor<1>, Tensor<1>) {
+    let x = x.detach();
+    let dims = x.dims();
+    let c = dims[1];
+    let n = dims.iter().product::<usize>() / c;
+    let flat: Tensor<2> = x.swap_dims(0, 1).reshape([c, n]);
+    let device = flat.device();
+    if device.supports_dtype(DType::F64) {
+        let f = flat.cast(FloatDType::F64);
+        let mean = f.clone().mean_dim(1);
+        let var = (f - mean.clone()).square().mean_dim(1);
+        (
+            mean.cast(FloatDType::F32).reshape([c]),
+            var.cast(FloatDType::F32).reshape([c]),
+        )
+    } else {
+        let blocked_mean = |t: Tensor<2>| -> Tensor<2> {
+            let b = (n as f64).sqrt().ceil() as usize;
+            if b <= 1 || n % b != 0 {
+                return t.mean_dim(1);
+            }
+            t.reshape([c, n / b, b])
+                .sum_dim(2)
+                .sum_dim(1)
+                .reshape([c, 1])
+                .div_scalar(n as f64)
+        };
+        let mean = blocked_mean(flat.clone());
+        let var = blocked_mean((flat - mean.clone()).square());
+        (mean.reshape([c]), var.reshape([c]))
+    }
+}
+
+/// A `k×k` convolution, stride 1, padding `k/2`, initialised as the SDT reference
+/// (weights N(0, 0.02²) — timm's `trunc_normal_(std=.02)` truncates at ±2, i.e. never — bias 0).
+pub fn conv2d(cin: usize, cout: usize, k: usize, bias: bool, device: &Device) -> Conv2d {
+    let p = k / 2;
+    let conv = Conv2dConfig::new([cin, cout], [k, k])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(bias)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        })
+        .init(device);
+    zero_conv_bias(conv)
+}
+
+fn zero_conv_bias(mut conv: Conv2d) -> Conv2d {
+    if let Some(b) = conv.bias.take() {
+        let dims = b.dims();
+        let device = b.device();
+        conv.bias = Some(Param::from_tensor(Tensor::zeros(dims, &device)));
+    }
+    conv
+}
+
+/// A 3×3 convolution with PyTorch's default initialisation (Spikformer's SPS convolutions).
+pub fn conv2d_torch_default(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    bias: bool,
+    device: &Device,
+) -> Conv2d {
+    let p = k / 2;
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(bias)
+        .init(device)
+}
+
+/// A Linear layer initialised with trunc-normal(0.02) weights and zero bias (Spikformer's init).
+pub fn linear_trunc_normal(din: usize, dout: usize, device: &Device) -> Linear {
+    let mut lin = LinearConfig::new(din, dout)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        })
+        .init(device);
+    if let Some(b) = lin.bias.take() {
+        lin.bias = Some(Param::from_tensor(Tensor::zeros([dout], device)));
+        drop(b);
+    }
+    lin
+}
+
+/// A Linear layer with PyTorch's default initialisation (the SDT head).
+pub fn linear_torch_default(din: usize, dout: usize, device: &Device) -> Linear {
+    LinearConfig::new(din, dout)
+        .with_initializer(Initializer::KaimingUniform {
+            gain: 1.0 / 3.0f64.sqrt(),
+            fan_out_only: false,
+        })
+        .init(device)
+}
+
+/// `MaxPool2d(kernel 3, stride 2, padding 1)` (padding acts as −∞, PyTorch semantics).
+pub fn max_pool_3s2(x: Tensor<4>) -> Tensor<4> {
+    max_pool2d(
+        x,
+        MaxPoolOptions::new([3, 3])
+            .with_stride([2, 2])
+            .with_padding([1, 1]),
+    )
+}
+
+/// 3×3 max filter, stride 1, padding 1 (the DVS `MaxPool3d((1,3,3), 1, (0,1,1))`).
+pub fn max_filter_3x3(x: Tensor<4>) -> Tensor<4> {
+    max_pool2d(
+        x,
+        MaxPoolOptions::new([3, 3])
+            .with_stride([1, 1])
+            .with_padding([1, 1]),
+    )
+}
+
+/// Apply a `[N, C, H, W]` op to a `[T, B, C, H, W]` tensor by merging T and B.
+pub fn merged<F>(x: Tensor<5>, f: F) -> Tensor<5>
+where
+    F: FnOnce(Tensor<4>) -> Tensor<4>,
+{
+    let [t, b, c, h, w] = x.dims();
+    let y = f(x.reshape([t * b, c, h, w]));
+    let [_, c2, h2, w2] = y.dims();
+    y.reshape([t, b, c2, h2, w2])
+}
+
+/// A parameter that exists in the reference `state_dict` but is never used in its forward pass
+/// (`talking_heads.weight`, Spikformer's `norm1`/`norm2`). Kept so that checkpoints round-trip
+/// and parameter counts equal the reference's; it never receives a gradient.
+#[derive(Module, Debug)]
+pub struct UnusedWeight<const D: usize> {
+    /// The weight.
+    pub weight: Param<Tensor<D>>,
+}
+
+/// An unused LayerNorm (`weight`, `bias`), see [`UnusedWeight`].
+#[derive(Module, Debug)]
+pub struct UnusedNorm {
+    /// γ.
+    pub weight: Param<Tensor<1>>,
+    /// β.
+    pub bias: Param<Tensor<1>>,
+}
+
+impl UnusedNorm {
+    /// γ = 1, β = 0 over `c` channels.
+    pub fn new(c: usize, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([c], device)),
+            bias: Param::from_tensor(Tensor::zeros([c], device)),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Spike monitors: every spiking layer reports its spike count when a monitor is enabled.
+
+use burn::prelude::*;
+
+/// One spiking layer's output in one forward call.
+#[derive(Debug, Clone)]
+pub struct SpikeRecord {
+    /// Layer name (the reference's module path, e.g. `block.0.attn.q_lif`).
+    pub name: String,
+    /// Firing threshold of the layer.
+    pub v_threshold: f64,
+    /// Output shape `[T, B, ...]`.
+    pub shape: Vec<usize>,
+    /// Number of spikes (sum of the output), detached, on the model's device.
+    pub count: Tensor<1>,
+}
+
+impl SpikeRecord {
+    /// Number of output elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A firing statistic read back to the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiringStat {
+    /// Layer name.
+    pub name: String,
+    /// Output shape `[T, B, ...]`.
+    pub shape: Vec<usize>,
+    /// Spikes emitted.
+    pub spikes: f64,
+    /// Output elements.
+    pub elements: usize,
+}
+
+impl FiringStat {
+    /// Mean spikes per element.
+    pub fn rate(&self) -> f64 {
+        self.spikes / self.elements.max(1) as f64
+    }
+}
+
+/// Collects spike counts during a forward pass. A disabled monitor costs nothing.
+#[derive(Debug, Default)]
+pub struct Monitor {
+    enabled: bool,
+    records: Vec<SpikeRecord>,
+}
+
+impl Monitor {
+    /// A monitor that records nothing.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// A monitor that records every spiking layer.
+    pub fn enabled() -> Self {
+        Self {
+            enabled: true,
+            records: Vec::new(),
+        }
+    }
+
+    /// Whether this monitor records.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Record the spikes of layer `name`.
+    pub fn record<const D: usize>(&mut self, name: &str, v_threshold: f64, spikes: &Tensor<D>) {
+        if !self.enabled {
+            return;
+        }
+        self.records.push(SpikeRecord {
+            name: name.to_string(),
+            v_threshold,
+            shape: spikes.dims().to_vec(),
+            count: spikes.clone().detach().sum(),
+        });
+    }
+
+    /// The raw records, in execution order.
+    pub fn records(&self) -> &[SpikeRecord] {
+        &self.records
+    }
+
+    /// Read every count back to the host (in execution order).
+    pub fn stats(&self) -> Vec<FiringStat> {
+        self.records
+            .iter()
+            .map(|r| FiringStat {
+                name: r.name.clone(),
+                shape: r.shape.clone(),
+                spikes: r.count.clone().into_scalar::<f32>() as f64,
+                elements: r.numel(),
+            })
+            .collect()
+    }
+}

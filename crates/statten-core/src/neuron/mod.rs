@@ -1,0 +1,274 @@
+//! Multi-step spiking neurons (LIF, PLIF, IF) with surrogate gradients.
+//!
+//! Every neuron takes a `[T, ...]` tensor whose dimension 0 is time, starts from a zero membrane
+//! at every call and returns the spikes with the input's shape. The state lives only inside one
+//! forward call, so there is nothing to reset between batches and no way to mix the time and
+//! batch axes. The equations follow spikingjelly 0.0.0.0.12 `MultiStepLIFNode` exactly (spec §1):
+//!
+//! - charge (decay_input, v_reset = 0): `h = v + (x − v) / tau`
+//! - fire: `s = Θ(h − v_th)` with `Θ(0) = 1` (a membrane exactly at the threshold fires)
+//! - hard reset: `v = h · (1 − s)`; soft reset: `v = h − s · v_th`
+//! - backward: the surrogate derivative replaces `Θ'`; with `detach_reset` the spike in the
+//!   reset carries no gradient.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use serde::{Deserialize, Serialize};
+
+use crate::monitor::Monitor;
+
+/// The surrogate gradient used in place of the Heaviside derivative.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Surrogate {
+    /// `α·σ(αu)·(1 − σ(αu))` (spikingjelly `Sigmoid`, default α = 4). Peak 1 at u = 0 for α = 4.
+    Sigmoid {
+        /// Steepness α.
+        alpha: f64,
+    },
+    /// `(α/2) / (1 + (π/2·α·u)²)` (spikingjelly `ATan`, default α = 2).
+    Atan {
+        /// Steepness α.
+        alpha: f64,
+    },
+    /// `α − α²·|u|` for `|u| < 1/α`, else 0 (spikingjelly `PiecewiseQuadratic`, default α = 1).
+    PiecewiseQuadratic {
+        /// Width parameter α.
+        alpha: f64,
+    },
+}
+
+impl Default for Surrogate {
+    fn default() -> Self {
+        Surrogate::Sigmoid { alpha: 4.0 }
+    }
+}
+
+impl Surrogate {
+    /// The surrogate derivative at `u` (host-side, for tests and reports).
+    pub fn derivative(&self, u: f64) -> f64 {
+        match *self {
+            Surrogate::Sigmoid { alpha } => {
+                let s = 1.0 / (1.0 + (-alpha * u).exp());
+                alpha * s * (1.0 - s)
+            }
+            Surrogate::Atan { alpha } => {
+                let z = std::f64::consts::FRAC_PI_2 * alpha * u;
+                alpha / 2.0 / (1.0 + z * z)
+            }
+            Surrogate::PiecewiseQuadratic { alpha } => {
+                if u.abs() < 1.0 / alpha {
+                    alpha - alpha * alpha * u.abs()
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// A smooth primitive `g(u)` whose derivative is the surrogate. Only its gradient is used.
+    fn primitive<const D: usize>(&self, u: Tensor<D>) -> Tensor<D> {
+        match *self {
+            Surrogate::Sigmoid { alpha } => sigmoid(u.mul_scalar(alpha)),
+            Surrogate::Atan { alpha } => u
+                .mul_scalar(std::f64::consts::FRAC_PI_2 * alpha)
+                .atan()
+                .div_scalar(std::f64::consts::PI),
+            Surrogate::PiecewiseQuadratic { alpha } => {
+                let y = u.clamp(-1.0 / alpha, 1.0 / alpha);
+                y.clone()
+                    .abs()
+                    .mul(y.clone())
+                    .mul_scalar(-alpha * alpha / 2.0)
+                    .add(y.mul_scalar(alpha))
+            }
+        }
+    }
+}
+
+/// How the membrane is reset after a spike.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Reset {
+    /// `v = v_reset` (0) after a spike (spikingjelly with `v_reset = 0.0`; the reference).
+    #[default]
+    Hard,
+    /// `v = h − v_th` after a spike (spikingjelly with `v_reset = None`).
+    Soft,
+}
+
+/// Which neuron model a spiking layer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NeuronKind {
+    /// Leaky integrate-and-fire with a fixed `tau`.
+    #[default]
+    Lif,
+    /// Parametric LIF: `1/tau = sigmoid(w)` is learned, initialised at `tau`.
+    Plif,
+    /// Integrate-and-fire: no leak, `h = v + x`.
+    If,
+}
+
+/// Settings shared by every spiking layer of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NeuronConfig {
+    /// Neuron model.
+    pub kind: NeuronKind,
+    /// Membrane time constant (initial value for PLIF).
+    pub tau: f64,
+    /// Threshold of ordinary layers (attention LIFs use their own, see the attention config).
+    pub v_threshold: f64,
+    /// Hard (to 0) or soft reset.
+    pub reset: Reset,
+    /// `h = v + (x − v)/tau` when true, `h = v − v/tau + x` when false.
+    pub decay_input: bool,
+    /// The spike in the reset carries no gradient.
+    pub detach_reset: bool,
+    /// Surrogate gradient.
+    pub surrogate: Surrogate,
+}
+
+impl Default for NeuronConfig {
+    fn default() -> Self {
+        Self {
+            kind: NeuronKind::Lif,
+            tau: 2.0,
+            v_threshold: 1.0,
+            reset: Reset::Hard,
+            decay_input: true,
+            detach_reset: true,
+            surrogate: Surrogate::default(),
+        }
+    }
+}
+
+impl NeuronConfig {
+    /// The same settings with another threshold.
+    pub fn with_threshold(mut self, v_threshold: f64) -> Self {
+        self.v_threshold = v_threshold;
+        self
+    }
+
+    /// Build a multi-step neuron layer named `name` (the name appears in firing-rate reports).
+    pub fn init(&self, name: impl Into<String>, device: &Device) -> MultiStepNeuron {
+        let w = match self.kind {
+            // spikingjelly ParametricLIFNode: w = -ln(init_tau - 1), 1/tau = sigmoid(w).
+            NeuronKind::Plif => Some(Param::from_tensor(Tensor::<1>::from_floats(
+                [-(self.tau - 1.0).ln() as f32],
+                device,
+            ))),
+            _ => None,
+        };
+        MultiStepNeuron {
+            w,
+            kind: self.kind,
+            tau: self.tau,
+            v_threshold: self.v_threshold,
+            soft_reset: self.reset == Reset::Soft,
+            decay_input: self.decay_input,
+            detach_reset: self.detach_reset,
+            surrogate: self.surrogate,
+            name: name.into(),
+        }
+    }
+}
+
+/// A multi-step spiking layer over a `[T, ...]` input.
+#[derive(Module, Debug)]
+pub struct MultiStepNeuron {
+    /// PLIF only: `1/tau = sigmoid(w)`.
+    pub w: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    kind: NeuronKind,
+    tau: f64,
+    v_threshold: f64,
+    soft_reset: bool,
+    decay_input: bool,
+    detach_reset: bool,
+    #[module(skip)]
+    surrogate: Surrogate,
+    #[module(skip)]
+    name: String,
+}
+
+impl MultiStepNeuron {
+    /// Layer name used in monitors (the reference's module path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Firing threshold.
+    pub fn v_threshold(&self) -> f64 {
+        self.v_threshold
+    }
+
+    /// Run the neuron over dimension 0 of `x` and return the spikes (same shape).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, monitor: &mut Monitor) -> Tensor<D> {
+        let dims = x.dims();
+        let spikes = self.forward_flat(x.reshape([dims[0] as i64, -1]));
+        let out: Tensor<D> = spikes.reshape(dims);
+        monitor.record(&self.name, self.v_threshold, &out);
+        out
+    }
+
+    /// The neuron dynamics on a `[T, M]` tensor.
+    fn forward_flat(&self, x: Tensor<2>) -> Tensor<2> {
+        let [t_steps, _] = x.dims();
+        let tracked = x.is_tracked() || self.w.as_ref().is_some_and(|w| w.val().is_tracked());
+        let decay = self.w.as_ref().map(|w| sigmoid(w.val()).unsqueeze::<2>());
+        let mut v: Option<Tensor<2>> = None;
+        let mut out = Vec::with_capacity(t_steps);
+        for x_t in x.chunk(t_steps, 0) {
+            let h = self.charge(v, x_t, decay.clone());
+            let u = h.clone().sub_scalar(self.v_threshold);
+            let fired = u.clone().greater_equal_elem(0.0).float();
+            let s = if tracked {
+                let g = self.surrogate.primitive(u);
+                fired.clone() + (g.clone() - g.detach())
+            } else {
+                fired.clone()
+            };
+            let s_reset = if self.detach_reset || !tracked {
+                fired
+            } else {
+                s.clone()
+            };
+            v = Some(if self.soft_reset {
+                h - s_reset.mul_scalar(self.v_threshold)
+            } else {
+                // spikingjelly: v = (1 - s) * h + s * v_reset with v_reset = 0.
+                h * (s_reset.neg().add_scalar(1.0))
+            });
+            out.push(s);
+        }
+        Tensor::cat(out, 0)
+    }
+
+    fn charge(&self, v: Option<Tensor<2>>, x: Tensor<2>, decay: Option<Tensor<2>>) -> Tensor<2> {
+        match (self.kind, v) {
+            (NeuronKind::If, None) => x,
+            (NeuronKind::If, Some(v)) => v + x,
+            (NeuronKind::Lif, v) => {
+                match (self.decay_input, v) {
+                    // v = 0: x / tau (identical to v + (x - v)/tau in floating point).
+                    (true, None) => x.div_scalar(self.tau),
+                    (true, Some(v)) => v.clone() + (x - v).div_scalar(self.tau),
+                    (false, None) => x,
+                    (false, Some(v)) => v.clone() - v.div_scalar(self.tau) + x,
+                }
+            }
+            (NeuronKind::Plif, v) => {
+                let k = decay.expect("PLIF has a decay parameter");
+                match (self.decay_input, v) {
+                    (true, None) => x * k,
+                    (true, Some(v)) => v.clone() + (x - v) * k,
+                    (false, None) => x,
+                    (false, Some(v)) => v.clone() - v * k + x,
+                }
+            }
+        }
+    }
+}

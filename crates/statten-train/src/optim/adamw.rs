@@ -1,0 +1,127 @@
+//! PyTorch `torch.optim.AdamW` (decoupled weight decay) with timm's no-decay group.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// AdamW hyper-parameters (PyTorch defaults except `weight_decay`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWConfig {
+    /// β₁, β₂.
+    pub betas: (f64, f64),
+    /// ε added to `√v̂`.
+    pub eps: f64,
+    /// Decoupled weight decay (applied as `p ← p·(1 − lr·wd)`).
+    pub weight_decay: f64,
+    /// timm `filter_bias_and_bn`: no decay on parameters with ndim ≤ 1.
+    pub no_decay_ndim_le_1: bool,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+            no_decay_ndim_le_1: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Moments {
+    m: Tensor<1>,
+    v: Tensor<1>,
+    step: u64,
+}
+
+/// AdamW state: first and second moments per parameter, and its step count.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    /// Hyper-parameters.
+    pub config: AdamWConfig,
+    state: HashMap<ParamId, Moments>,
+}
+
+impl AdamW {
+    /// A fresh optimizer.
+    pub fn new(config: AdamWConfig) -> Self {
+        Self {
+            config,
+            state: HashMap::new(),
+        }
+    }
+
+    /// One step at learning rate `lr`: every parameter with a gradient in `grads` is updated.
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
+        let mut mapper = AdamWMapper {
+            opt: self,
+            lr,
+            grads: &mut grads,
+        };
+        module.map(&mut mapper)
+    }
+
+    /// Number of parameters with optimizer state.
+    pub fn num_tracked(&self) -> usize {
+        self.state.len()
+    }
+}
+
+struct AdamWMapper<'a> {
+    opt: &'a mut AdamW,
+    lr: f64,
+    grads: &'a mut GradientsParams,
+}
+
+impl ModuleMapper for AdamWMapper<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = self.grads.remove::<D>(id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let cfg = self.opt.config;
+        let lr = self.lr;
+        let was_autodiff = tensor.is_autodiff();
+        let require_grad = tensor.is_require_grad();
+        let shape = tensor.dims();
+        let p: Tensor<1> = tensor.inner().reshape([-1]);
+        let g: Tensor<1> = grad.inner().reshape([-1]);
+        let (b1, b2) = cfg.betas;
+        let st = self.opt.state.remove(&id).unwrap_or_else(|| Moments {
+            m: g.zeros_like(),
+            v: g.zeros_like(),
+            step: 0,
+        });
+        let step = st.step + 1;
+        let wd = if cfg.no_decay_ndim_le_1 && D <= 1 {
+            0.0
+        } else {
+            cfg.weight_decay
+        };
+        let p = if wd != 0.0 {
+            p.mul_scalar(1.0 - lr * wd)
+        } else {
+            p
+        };
+        let m = st.m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
+        let v = st.v.mul_scalar(b2) + (g.clone() * g).mul_scalar(1.0 - b2);
+        let bc1 = 1.0 - b1.powi(step as i32);
+        let bc2 = 1.0 - b2.powi(step as i32);
+        let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(cfg.eps);
+        let p = p - (m.clone() / denom).mul_scalar(lr / bc1);
+        self.opt.state.insert(id, Moments { m, v, step });
+        let mut out: Tensor<D> = p.reshape(shape);
+        if was_autodiff {
+            out = out.autodiff();
+            if require_grad {
+                out = out.require_grad();
+            }
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}

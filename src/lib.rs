@@ -1,0 +1,15 @@
+//! # statten
+//!
+//! Spiking transformers with spatial-temporal attention (STAtten, CVPR 2025) in pure Rust on
+//! Burn. This facade re-exports the workspace crates and holds what the CLI and the tests share:
+//! device selection and the parity checks against the PyTorch reference's fixtures.
+
+#![warn(missing_docs)]
+
+pub mod device;
+pub mod fixture;
+pub mod parity;
+
+pub use statten_core as core;
+pub use statten_data as data;
+pub use statten_train as train;

@@ -1,0 +1,199 @@
+//! The `statten` command-line tool.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use statten::device::DeviceName;
+use statten::parity::{run_parity, ParityOptions};
+use statten_core::models::{ModelConfig, PRESETS};
+
+#[derive(Parser)]
+#[command(
+    name = "statten",
+    version,
+    about = "Spiking transformers with spatial-temporal attention (STAtten) on Burn",
+    long_about = "statten trains and checks spiking transformers (Spike-driven Transformer and \
+                  Spikformer with STAtten, SDSA or SSA attention) on CPU (flex, ndarray) or GPU \
+                  (wgpu), computing exactly what the PyTorch reference computes."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the model against a PyTorch reference fixture (logits, spikes, gradients, BN
+    /// statistics, one AdamW step). Exits non-zero if any check fails.
+    Parity {
+        /// Fixture directory (config.json, weights.safetensors, tensors.safetensors). Repeat to
+        /// check several.
+        #[arg(long, required = true)]
+        fixture: Vec<PathBuf>,
+        /// Device: cpu, flex, ndarray or wgpu.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceName,
+        /// Relax the SDT stem stage 1-3 gradient tolerance to 0.1 (for convolutions that are not
+        /// position-independent; see the fixtures README §6).
+        #[arg(long)]
+        relax_sps_ties: bool,
+    },
+    /// Model tools.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Architecture summary, parameter count, token grid and forward MACs per image.
+    Info {
+        /// A named preset (see `statten model presets`).
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        preset: Option<String>,
+        /// A TOML file with a `[model]` table (or the model keys at top level).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List the named presets.
+    Presets,
+}
+
+fn load_model_config(path: &PathBuf) -> Result<ModelConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    statten_core::models::parse_model_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn human(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2} G", n as f64 / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.2} M", n as f64 / 1e6)
+    } else {
+        format!("{n}")
+    }
+}
+
+fn model_info(cfg: &ModelConfig) -> Result<(), String> {
+    cfg.validate().map_err(|e| e.to_string())?;
+    let device = burn::tensor::Device::flex();
+    let model = cfg.init(&device).map_err(|e| e.to_string())?;
+    let params = statten_core::models::parameter_count(&model);
+    let (gh, gw) = cfg.grid();
+    let macs = cfg.macs();
+    println!(
+        "architecture      {:?} with {} attention",
+        cfg.arch,
+        cfg.attention.name()
+    );
+    println!(
+        "size              {}-{} (depth-dim), {} heads of dim {}, MLP ratio {}",
+        cfg.depth,
+        cfg.embed_dim,
+        cfg.num_heads,
+        cfg.embed_dim / cfg.num_heads,
+        cfg.mlp_ratio
+    );
+    println!(
+        "input             {}x{}x{}{}, T = {}{}",
+        cfg.in_channels,
+        cfg.img_size,
+        cfg.img_size,
+        if cfg.dvs {
+            " event frames"
+        } else {
+            " images (repeated over T)"
+        },
+        cfg.time_steps,
+        if cfg.attention == statten_core::attention::AttentionKind::Statten {
+            format!(
+                ", chunk size {} ({} blocks)",
+                cfg.chunk_size,
+                cfg.time_steps / cfg.chunk_size
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!("stem pooling      {}", cfg.pooling_stat);
+    println!("token grid        {gh}x{gw} (N = {})", gh * gw);
+    println!("classes           {}", cfg.num_classes);
+    println!(
+        "parameters        {params} ({} M)",
+        format!("{:.2}", params as f64 / 1e6)
+    );
+    println!(
+        "reference count   {} (includes the never-used talking_heads / norm weights, as the reference does)",
+        cfg.reference_param_count()
+    );
+    println!(
+        "forward MACs      {} per image (first conv {}, spike-driven layers {})",
+        human(macs.total()),
+        human(macs.first_conv),
+        human(macs.other)
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Parity {
+            fixture,
+            device,
+            relax_sps_ties,
+        } => {
+            let dev = device.device();
+            let opts = ParityOptions { relax_sps_ties };
+            let mut ok = true;
+            for dir in fixture {
+                match run_parity(&dir, &dev, &opts) {
+                    Ok(report) => {
+                        println!("fixture {} on {device}", report.fixture);
+                        for g in &report.groups {
+                            println!("  {g}");
+                        }
+                        println!("  => {}", if report.pass() { "PASS" } else { "FAIL" });
+                        ok &= report.pass();
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Model { command } => {
+            let res = match command {
+                ModelCommand::Presets => {
+                    for (name, desc) in PRESETS {
+                        println!("{name:<28} {desc}");
+                    }
+                    Ok(())
+                }
+                ModelCommand::Info { preset, config } => {
+                    let cfg = match (preset, config) {
+                        (Some(p), _) => ModelConfig::preset(&p).map_err(|e| e.to_string()),
+                        (None, Some(c)) => load_model_config(&c),
+                        (None, None) => Err("give --preset or --config".into()),
+                    };
+                    cfg.and_then(|c| model_info(&c))
+                }
+            };
+            match res {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

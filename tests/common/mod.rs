@@ -1,0 +1,36 @@
+//! Shared test helpers: locating `../shared` relative to the workspace root.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared` beside the workspace root; panics loudly when it is missing.
+pub fn shared_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let shared = std::env::var_os("STATTEN_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("..").join("shared"));
+    assert!(
+        shared.join("fixtures").is_dir(),
+        "the shared folder with the reference fixtures was not found at {} \
+         (expected ../shared beside the workspace root, or set STATTEN_SHARED)",
+        shared.display()
+    );
+    shared
+}
+
+/// The fixtures folder.
+pub fn fixtures_dir() -> PathBuf {
+    shared_dir().join("fixtures")
+}
+
+/// Every fixture directory (those holding a config.json), sorted.
+pub fn fixture_dirs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .expect("read fixtures dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("config.json").is_file())
+        .collect();
+    v.sort();
+    v
+}
