@@ -220,3 +220,53 @@ fn statten_rejects_indivisible_time_steps() {
         "{msg}"
     );
 }
+
+#[test]
+fn batched_and_per_step_lif_agree_in_values_and_gradients() {
+    use statten_core::neuron::{NeuronKind, Reset};
+    let ad = Device::flex().autodiff();
+    let configs = [
+        NeuronConfig::default(),
+        NeuronConfig {
+            reset: Reset::Soft,
+            ..NeuronConfig::default()
+        },
+        NeuronConfig {
+            kind: NeuronKind::Plif,
+            ..NeuronConfig::default()
+        },
+        NeuronConfig {
+            kind: NeuronKind::If,
+            surrogate: Surrogate::Atan { alpha: 2.0 },
+            ..NeuronConfig::default()
+        },
+        NeuronConfig {
+            decay_input: false,
+            surrogate: Surrogate::PiecewiseQuadratic { alpha: 1.0 },
+            ..NeuronConfig::default()
+        },
+    ];
+    for cfg in configs {
+        let lif = cfg.init("lif", &ad);
+        let x0: Tensor<2> =
+            Tensor::random([6, 50], burn::tensor::Distribution::Normal(0.8, 0.8), &ad);
+        let w: Tensor<2> =
+            Tensor::random([6, 50], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
+        let run = |f: &dyn Fn(Tensor<2>) -> Tensor<2>| {
+            let x = x0.clone().detach().require_grad();
+            let s = f(x.clone());
+            let g = (s.clone() * w.clone()).sum().backward();
+            (to_vec(s), to_vec(x.grad(&g).unwrap()))
+        };
+        let (sa, ga) = run(&|x| lif.forward_flat(x));
+        let (sb, gb) = run(&|x| lif.forward_per_step(x));
+        assert_eq!(sa, sb, "{cfg:?}: spikes");
+        assert!(sa.iter().any(|&v| v == 1.0) && sa.iter().any(|&v| v == 0.0));
+        for (a, b) in ga.iter().zip(&gb) {
+            assert!(
+                (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                "{cfg:?}: grad {a} vs {b}"
+            );
+        }
+    }
+}

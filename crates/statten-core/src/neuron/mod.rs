@@ -215,7 +215,46 @@ impl MultiStepNeuron {
     }
 
     /// The neuron dynamics on a `[T, M]` tensor.
-    fn forward_flat(&self, x: Tensor<2>) -> Tensor<2> {
+    ///
+    /// The time loop records only the membrane recursion (charge and reset, with the reset
+    /// spike detached); the Heaviside/surrogate pair is then applied once to all timesteps.
+    /// This gives the same values and gradients as [`Self::forward_per_step`] with about half
+    /// the autodiff graph (see BENCHMARKS.md for the measurement that chose it).
+    pub fn forward_flat(&self, x: Tensor<2>) -> Tensor<2> {
+        let tracked = x.is_tracked() || self.w.as_ref().is_some_and(|w| w.val().is_tracked());
+        if !self.detach_reset && tracked {
+            // The reset spike carries a gradient: the surrogate must be inside the loop.
+            return self.forward_per_step(x);
+        }
+        let [t_steps, _] = x.dims();
+        let decay = self.w.as_ref().map(|w| sigmoid(w.val()).unsqueeze::<2>());
+        let mut v: Option<Tensor<2>> = None;
+        let mut hs = Vec::with_capacity(t_steps);
+        let mut fired_all = Vec::with_capacity(t_steps);
+        for x_t in x.chunk(t_steps, 0) {
+            let h = self.charge(v, x_t, decay.clone());
+            let fired = h
+                .clone()
+                .detach()
+                .greater_equal_elem(self.v_threshold)
+                .float();
+            v = Some(self.reset(h.clone(), fired.clone()));
+            if tracked {
+                hs.push(h);
+            }
+            fired_all.push(fired);
+        }
+        let fired = Tensor::cat(fired_all, 0);
+        if !tracked {
+            return fired;
+        }
+        let u = Tensor::cat(hs, 0).sub_scalar(self.v_threshold);
+        let g = self.surrogate.primitive(u);
+        fired + (g.clone() - g.detach())
+    }
+
+    /// Reference formulation: the surrogate inside the time loop, one step at a time.
+    pub fn forward_per_step(&self, x: Tensor<2>) -> Tensor<2> {
         let [t_steps, _] = x.dims();
         let tracked = x.is_tracked() || self.w.as_ref().is_some_and(|w| w.val().is_tracked());
         let decay = self.w.as_ref().map(|w| sigmoid(w.val()).unsqueeze::<2>());
@@ -236,15 +275,19 @@ impl MultiStepNeuron {
             } else {
                 s.clone()
             };
-            v = Some(if self.soft_reset {
-                h - s_reset.mul_scalar(self.v_threshold)
-            } else {
-                // spikingjelly: v = (1 - s) * h + s * v_reset with v_reset = 0.
-                h * (s_reset.neg().add_scalar(1.0))
-            });
+            v = Some(self.reset(h, s_reset));
             out.push(s);
         }
         Tensor::cat(out, 0)
+    }
+
+    fn reset(&self, h: Tensor<2>, s: Tensor<2>) -> Tensor<2> {
+        if self.soft_reset {
+            h - s.mul_scalar(self.v_threshold)
+        } else {
+            // spikingjelly: v = (1 - s) * h + s * v_reset with v_reset = 0.
+            h * (s.neg().add_scalar(1.0))
+        }
     }
 
     fn charge(&self, v: Option<Tensor<2>>, x: Tensor<2>, decay: Option<Tensor<2>>) -> Tensor<2> {
