@@ -26,6 +26,8 @@ impl DeviceName {
     pub fn device(&self) -> Device {
         match self {
             DeviceName::Cpu | DeviceName::Flex => Device::flex(),
+            // Deprecated upstream in favour of flex; kept because users compare against it.
+            #[allow(deprecated)]
             DeviceName::NdArray => Device::ndarray(),
             DeviceName::Wgpu => Device::wgpu(Default::default()),
         }

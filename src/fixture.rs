@@ -8,6 +8,7 @@ use serde_json::Value;
 use statten_core::attention::AttentionKind;
 use statten_core::models::{Arch, ModelConfig};
 use statten_core::neuron::{NeuronConfig, Surrogate};
+use statten_train::optim::AdamWConfig;
 
 /// A tensor read from a fixture file.
 #[derive(Debug, Clone)]
@@ -158,8 +159,8 @@ impl Fixture {
             .unwrap_or_default()
     }
 
-    /// Optimizer settings `(lr, betas, eps, weight_decay, no_decay_ndim_le_1)`.
-    pub fn optimizer(&self) -> Result<(f64, (f64, f64), f64, f64, bool), String> {
+    /// Learning rate and AdamW settings of the recorded step.
+    pub fn optimizer(&self) -> Result<(f64, AdamWConfig), String> {
         let o = self.key("optimizer")?;
         let name = o.get("name").and_then(|v| v.as_str()).unwrap_or("adamw");
         if name != "adamw" {
@@ -175,12 +176,15 @@ impl Fixture {
             .unwrap_or((0.9, 0.999));
         Ok((
             f("lr", 1e-3),
-            betas,
-            f("eps", 1e-8),
-            f("weight_decay", 0.0),
-            o.get("no_decay_for_ndim_le_1")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(true),
+            AdamWConfig {
+                betas,
+                eps: f("eps", 1e-8),
+                weight_decay: f("weight_decay", 0.0),
+                no_decay_ndim_le_1: o
+                    .get("no_decay_for_ndim_le_1")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(true),
+            },
         ))
     }
 
@@ -265,6 +269,7 @@ impl Fixture {
             tet: false,
             attn_v_threshold: attn_vth,
             statten_scale: None,
+            sdsa_pool_q: true,
             neuron,
         })
     }

@@ -56,6 +56,9 @@ enum ModelCommand {
         /// A TOML file with a `[model]` table (or the model keys at top level).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print the fully resolved configuration as a TOML `[model]` table instead.
+        #[arg(long)]
+        toml: bool,
     },
     /// List the named presets.
     Presets,
@@ -120,10 +123,7 @@ fn model_info(cfg: &ModelConfig) -> Result<(), String> {
     println!("stem pooling      {}", cfg.pooling_stat);
     println!("token grid        {gh}x{gw} (N = {})", gh * gw);
     println!("classes           {}", cfg.num_classes);
-    println!(
-        "parameters        {params} ({} M)",
-        format!("{:.2}", params as f64 / 1e6)
-    );
+    println!("parameters        {params} ({:.2} M)", params as f64 / 1e6);
     println!(
         "reference count   {} (includes the never-used talking_heads / norm weights, as the reference does)",
         cfg.reference_param_count()
@@ -178,13 +178,29 @@ fn main() -> ExitCode {
                     }
                     Ok(())
                 }
-                ModelCommand::Info { preset, config } => {
+                ModelCommand::Info {
+                    preset,
+                    config,
+                    toml,
+                } => {
                     let cfg = match (preset, config) {
                         (Some(p), _) => ModelConfig::preset(&p).map_err(|e| e.to_string()),
                         (None, Some(c)) => load_model_config(&c),
                         (None, None) => Err("give --preset or --config".into()),
                     };
-                    cfg.and_then(|c| model_info(&c))
+                    cfg.and_then(|c| {
+                        if toml {
+                            let mut t = toml::Table::new();
+                            t.insert(
+                                "model".into(),
+                                toml::Value::try_from(&c).map_err(|e| e.to_string())?,
+                            );
+                            print!("{}", toml::to_string(&t).map_err(|e| e.to_string())?);
+                            Ok(())
+                        } else {
+                            model_info(&c)
+                        }
+                    })
                 }
             };
             match res {

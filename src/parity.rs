@@ -16,7 +16,7 @@ use statten_core::checkpoint::{load_reference, named_tensors, NamedTensor};
 use statten_core::models::{Input, StattenModel};
 use statten_core::monitor::Monitor;
 use statten_train::loss::cross_entropy;
-use statten_train::optim::{AdamW, AdamWConfig};
+use statten_train::optim::AdamW;
 
 use crate::fixture::{FixTensor, Fixture};
 
@@ -74,19 +74,11 @@ impl ParityReport {
 }
 
 /// Options of a parity run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ParityOptions {
     /// Relax the gradient tolerance of the SDT SPS stage 1–3 tensors to 0.1 (for backends whose
     /// convolution is not position-independent, see the fixtures README §6).
     pub relax_sps_ties: bool,
-}
-
-impl Default for ParityOptions {
-    fn default() -> Self {
-        Self {
-            relax_sps_ties: false,
-        }
-    }
 }
 
 fn max_abs(a: &[f64], b: &[f64]) -> f64 {
@@ -114,7 +106,7 @@ fn rel_l2(a: &[f64], reference: &[f64]) -> f64 {
 fn to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data()
         .convert::<f32>()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .expect("f32 data")
         .into_iter()
         .map(|v| v as f64)
@@ -442,13 +434,7 @@ pub fn run_parity(
     groups.push(g);
 
     // One AdamW step with our gradients, and the optimizer alone on the reference gradients.
-    let (lr, betas, eps, wd, no_decay) = fx.optimizer()?;
-    let acfg = AdamWConfig {
-        betas,
-        eps,
-        weight_decay: wd,
-        no_decay_ndim_le_1: no_decay,
-    };
+    let (lr, acfg) = fx.optimizer()?;
     let stepped = AdamW::new(acfg).step(lr, model, grads);
     groups.push(after_step_group(
         "after_step",

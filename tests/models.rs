@@ -3,7 +3,6 @@
 
 mod common;
 
-use burn::module::Module;
 use burn::prelude::*;
 use statten_core::checkpoint::{load_reference, named_tensors, save_reference};
 use statten_core::models::{parameter_count, parse_model_toml, ModelConfig, PRESETS};
@@ -147,8 +146,8 @@ fn checkpoint_round_trip_under_reference_names() {
         let la = a.forward(input.clone().encode(2), &mut Monitor::disabled());
         let lb = b.forward(input.encode(2), &mut Monitor::disabled());
         assert_eq!(
-            la.into_data().to_vec::<f32>().unwrap(),
-            lb.into_data().to_vec::<f32>().unwrap()
+            la.into_data().try_to_vec::<f32>().unwrap(),
+            lb.into_data().try_to_vec::<f32>().unwrap()
         );
     }
 }
@@ -181,5 +180,30 @@ fn checkpoint_errors_name_the_key() {
     assert!(
         err.contains("nope.safetensors") && err.contains("not found"),
         "{err}"
+    );
+}
+
+#[test]
+fn every_shipped_config_parses_and_builds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join("models");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|s| s.to_str()) != Some("toml") {
+            continue;
+        }
+        let cfg = parse_model_toml(&std::fs::read_to_string(&p).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        // The file is the preset it is named after.
+        let name = p.file_stem().unwrap().to_str().unwrap();
+        assert_eq!(cfg, ModelConfig::preset(name).unwrap(), "{}", p.display());
+        n += 1;
+    }
+    assert!(
+        n >= 11,
+        "expected the reference configurations in {}",
+        dir.display()
     );
 }

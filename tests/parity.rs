@@ -1,4 +1,5 @@
 //! Parity with the PyTorch reference on every shipped fixture, on the CPU backends.
+#![allow(deprecated)] // Device::ndarray is deprecated upstream; it is still one of our CPU backends.
 
 mod common;
 

@@ -150,7 +150,7 @@ pub fn channel_stats<const D: usize>(x: Tensor<D>) -> (Tensor<1>, Tensor<1>) {
     } else {
         let blocked_mean = |t: Tensor<2>| -> Tensor<2> {
             let b = (n as f64).sqrt().ceil() as usize;
-            if b <= 1 || n % b != 0 {
+            if b <= 1 || !n.is_multiple_of(b) {
                 return t.mean_dim(1);
             }
             t.reshape([c, n / b, b])
@@ -284,6 +284,54 @@ impl UnusedNorm {
         Self {
             weight: Param::from_tensor(Tensor::ones([c], device)),
             bias: Param::from_tensor(Tensor::zeros([c], device)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batchnorm_running_var_is_unbiased_and_normalisation_biased() {
+        let dev = Device::flex().autodiff();
+        let bn = TorchBatchNorm::new(1, &dev);
+        // One channel, values 2 and 6: mean 4, biased var 4, unbiased var 8.
+        let x: Tensor<2> = Tensor::from_floats([[2.0], [6.0]], &dev);
+        let y = bn.forward(x).into_data().to_vec::<f32>().unwrap();
+        let expect = 2.0 / (4.0f32 + 1e-5).sqrt();
+        assert!(
+            (y[0] + expect).abs() < 1e-6 && (y[1] - expect).abs() < 1e-6,
+            "{y:?}"
+        );
+        let rm = bn.running_mean.value().into_scalar::<f32>();
+        let rv = bn.running_var.value().into_scalar::<f32>();
+        assert!((rm - 0.4).abs() < 1e-7, "{rm}");
+        assert!((rv - (0.9 + 0.1 * 8.0)).abs() < 1e-6, "{rv}");
+    }
+
+    #[test]
+    fn channel_stats_match_a_float64_reference() {
+        let dev = Device::flex();
+        let x: Tensor<4> = Tensor::random(
+            [4, 3, 16, 16],
+            burn::tensor::Distribution::Normal(3.0, 0.5),
+            &dev,
+        );
+        let v = x.clone().into_data().to_vec::<f32>().unwrap();
+        let (m, var) = channel_stats(x);
+        let (m, var) = (
+            m.into_data().to_vec::<f32>().unwrap(),
+            var.into_data().to_vec::<f32>().unwrap(),
+        );
+        for c in 0..3 {
+            let vals: Vec<f64> = (0..4)
+                .flat_map(|n| (0..256).map(move |i| (n, i)))
+                .map(|(n, i)| v[n * 768 + c * 256 + i] as f64)
+                .collect();
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            let var64 = vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+            assert!((m[c] as f64 - mean).abs() < 1e-6 && (var[c] as f64 - var64).abs() < 1e-6);
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn check_chunking(time_steps: usize, chunk_size: usize) -> Result<()> {
     if chunk_size == 0 {
         return Err(Error::config("model.chunk_size", "must be at least 1"));
     }
-    if time_steps % chunk_size != 0 {
+    if !time_steps.is_multiple_of(chunk_size) {
         return Err(Error::config(
             "model.chunk_size",
             format!(

@@ -33,13 +33,16 @@ pub struct MsAttentionConfig {
     pub attn_v_threshold: f64,
     /// Override of the STAtten scale (None = the reference's rule).
     pub scale: Option<f64>,
+    /// SDSA in DVS mode: max-filter `q ⊙ kv` as the STAtten repository does (true) or not, as
+    /// upstream SDT (false).
+    pub sdsa_pool_q: bool,
 }
 
 impl MsAttentionConfig {
     /// Validate and build the block; `prefix` is its module path (e.g. `block.0.attn`).
     pub fn init(&self, prefix: &str, device: &Device) -> Result<MsAttention> {
         let c = self.dim;
-        if self.num_heads == 0 || c % self.num_heads != 0 {
+        if self.num_heads == 0 || !c.is_multiple_of(self.num_heads) {
             return Err(Error::config(
                 "model.num_heads",
                 format!(
@@ -91,6 +94,7 @@ impl MsAttentionConfig {
             kind: self.kind,
             chunk_size: self.chunk_size,
             dvs: self.dvs,
+            sdsa_pool_q: self.sdsa_pool_q,
             scale: self
                 .scale
                 .unwrap_or_else(|| statten_scale(self.grid_h, self.chunk_size, self.dvs)),
@@ -137,6 +141,7 @@ pub struct MsAttention {
     kind: AttentionKind,
     chunk_size: usize,
     dvs: bool,
+    sdsa_pool_q: bool,
     scale: f64,
 }
 
@@ -204,7 +209,11 @@ impl MsAttention {
                 };
                 let kv = pool_nd(k * v).sum_dim(3); // [T,B,h,1,d]
                 let kv = self.talking_heads_lif.forward(kv, monitor);
-                let o = pool_nd(q * kv);
+                let o = if self.sdsa_pool_q {
+                    pool_nd(q * kv)
+                } else {
+                    q * kv
+                };
                 o.swap_dims(3, 4).reshape([t, b, c, hh, ww])
             }
         };

@@ -35,7 +35,7 @@ impl SsaAttentionConfig {
     /// Validate and build; `prefix` is the module path (e.g. `block.0.attn`).
     pub fn init(&self, prefix: &str, device: &Device) -> Result<SsaAttention> {
         let c = self.dim;
-        if self.num_heads == 0 || c % self.num_heads != 0 {
+        if self.num_heads == 0 || !c.is_multiple_of(self.num_heads) {
             return Err(Error::config(
                 "model.num_heads",
                 format!(

@@ -65,6 +65,10 @@ pub struct ModelConfig {
     /// Override of the attention scale (None = reference rule: STAtten 1/H or 1/(H²·cs),
     /// Spikformer SSA 0.125).
     pub statten_scale: Option<f64>,
+    /// DVS mode of the SDSA baseline: the STAtten repository also max-filters the product
+    /// `q ⊙ kv` (and so pools q); upstream SDT filters only k and v (spec §2.2). `true` matches
+    /// the STAtten repository (the default), `false` gives upstream SDT.
+    pub sdsa_pool_q: bool,
     /// Neuron settings of every spiking layer (attention LIFs are always LIF).
     pub neuron: NeuronConfig,
 }
@@ -88,6 +92,7 @@ impl Default for ModelConfig {
             tet: false,
             attn_v_threshold: 0.5,
             statten_scale: None,
+            sdsa_pool_q: true,
             neuron: NeuronConfig::default(),
         }
     }
@@ -275,7 +280,7 @@ impl ModelConfig {
         nz(self.in_channels, "in_channels")?;
         nz(self.img_size, "img_size")?;
         nz(self.num_classes, "num_classes")?;
-        if self.embed_dim % 8 != 0 {
+        if !self.embed_dim.is_multiple_of(8) {
             return Err(Error::config(
                 "model.embed_dim",
                 format!(
@@ -284,7 +289,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(Error::config(
                 "model.num_heads",
                 format!(
@@ -321,7 +326,9 @@ impl ModelConfig {
         if self.attention == AttentionKind::Statten {
             check_chunking(self.time_steps, self.chunk_size)?;
         }
-        if !(self.neuron.tau > 1.0) && self.neuron.kind != NeuronKind::If {
+        if self.neuron.kind != NeuronKind::If
+            && self.neuron.tau.partial_cmp(&1.0) != Some(std::cmp::Ordering::Greater)
+        {
             return Err(Error::config("model.neuron.tau", "must be greater than 1"));
         }
         Ok(())

@@ -173,6 +173,7 @@ impl Sdt {
                 neuron: cfg.attention_neuron(),
                 attn_v_threshold: cfg.attn_v_threshold,
                 scale: cfg.statten_scale,
+                sdsa_pool_q: cfg.sdsa_pool_q,
             }
             .init(&format!("{p}.attn"), device)?;
             let lif = |n: &str| cfg.neuron.init(format!("{p}.mlp.{n}"), device);

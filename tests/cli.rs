@@ -1,0 +1,112 @@
+//! The `statten` binary: parity exit codes and output, model info.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn statten(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_statten"))
+        .args(args)
+        .output()
+        .expect("run statten");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn parity_passes_on_a_shipped_fixture() {
+    let dir = common::fixtures_dir().join("sdt_sdsa_static");
+    let (ok, text) = statten(&[
+        "parity",
+        "--fixture",
+        dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{text}");
+    for group in [
+        "spikes_eval",
+        "logits_eval",
+        "spikes_train",
+        "logits_train",
+        "loss_train",
+        "grads",
+        "bn_after",
+        "after_step",
+        "adamw_alone",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(group))
+            .unwrap_or_else(|| panic!("no {group} line:\n{text}"));
+        assert!(line.contains("PASS"), "{line}");
+    }
+}
+
+/// Copy a fixture and perturb one recorded tensor: the checker must fail, naming the group.
+#[test]
+fn parity_fails_on_a_perturbed_fixture() {
+    let src = common::fixtures_dir().join("spikformer_ssa_static");
+    let dst = std::env::temp_dir().join(format!("statten-perturbed-{}", std::process::id()));
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "weights.safetensors"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("tensors.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut data = view.data().to_vec();
+        if name == "logits_eval" {
+            let v = f32::from_le_bytes(data[0..4].try_into().unwrap()) + 1e-3;
+            data[0..4].copy_from_slice(&v.to_le_bytes());
+        }
+        owned.push((name.to_string(), view.dtype(), view.shape().to_vec(), data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::tensor::serialize_to_file(views, None, &dst.join("tensors.safetensors")).unwrap();
+    let (ok, text) = statten(&["parity", "--fixture", dst.to_str().unwrap()]);
+    assert!(!ok, "perturbed fixture passed:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("logits_eval"))
+        .unwrap();
+    assert!(line.contains("FAIL"), "{line}");
+    let _ = std::fs::remove_dir_all(&dst);
+}
+
+#[test]
+fn parity_names_a_missing_fixture() {
+    let (ok, text) = statten(&["parity", "--fixture", "/nonexistent/fixture_dir"]);
+    assert!(!ok);
+    assert!(text.contains("/nonexistent/fixture_dir"), "{text}");
+}
+
+#[test]
+fn model_info_gives_reference_counts() {
+    let (ok, text) = statten(&["model", "info", "--preset", "cifar10-2-512"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("10233546") && text.contains("8x8"), "{text}");
+    let (ok, text) = statten(&["model", "info", "--preset", "nope"]);
+    assert!(!ok && text.contains("unknown preset"), "{text}");
+    let cfg =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/models/cifar10dvs-2-256-t10.toml");
+    let (ok, text) = statten(&["model", "info", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        ok && text.contains("16x16") && text.contains("2566794"),
+        "{text}"
+    );
+}
