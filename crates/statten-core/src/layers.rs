@@ -298,7 +298,7 @@ mod tests {
         let bn = TorchBatchNorm::new(1, &dev);
         // One channel, values 2 and 6: mean 4, biased var 4, unbiased var 8.
         let x: Tensor<2> = Tensor::from_floats([[2.0], [6.0]], &dev);
-        let y = bn.forward(x).into_data().to_vec::<f32>().unwrap();
+        let y = bn.forward(x).into_data().try_to_vec::<f32>().unwrap();
         let expect = 2.0 / (4.0f32 + 1e-5).sqrt();
         assert!(
             (y[0] + expect).abs() < 1e-6 && (y[1] - expect).abs() < 1e-6,
@@ -318,11 +318,11 @@ mod tests {
             burn::tensor::Distribution::Normal(3.0, 0.5),
             &dev,
         );
-        let v = x.clone().into_data().to_vec::<f32>().unwrap();
+        let v = x.clone().into_data().try_to_vec::<f32>().unwrap();
         let (m, var) = channel_stats(x);
         let (m, var) = (
-            m.into_data().to_vec::<f32>().unwrap(),
-            var.into_data().to_vec::<f32>().unwrap(),
+            m.into_data().try_to_vec::<f32>().unwrap(),
+            var.into_data().try_to_vec::<f32>().unwrap(),
         );
         for c in 0..3 {
             let vals: Vec<f64> = (0..4)
