@@ -8,12 +8,13 @@
 
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::Tensor;
 use burn::store::{
     ApplyResult, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleSnapshot,
     PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
-use burn::tensor::DType;
+use burn::tensor::{DType, FloatDType};
 
 use crate::error::{Error, Result};
 
@@ -116,7 +117,8 @@ pub fn load_reference<M: Module + ModuleSnapshot>(
         match loaded {
             Ok(r) if !r.applied.is_empty() => {
                 let report = check(path, r)?;
-                *model = candidate;
+                // PyTorch stores fp16 checkpoints as HalfStorage: compute in f32.
+                *model = candidate.map(&mut CastToF32);
                 return Ok(report);
             }
             Ok(_) => {}
@@ -124,6 +126,24 @@ pub fn load_reference<M: Module + ModuleSnapshot>(
         }
     }
     Err(last_err.unwrap_or_else(|| Error::checkpoint(p, "no tensor of the file matches the model")))
+}
+
+/// Casts every floating-point tensor of a module to f32, keeping ids and gradient settings.
+struct CastToF32;
+
+impl ModuleMapper for CastToF32 {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        if tensor.dtype() == DType::F32 {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let require_grad = tensor.is_require_grad();
+        let mut t = tensor.detach().cast(FloatDType::F32);
+        if require_grad {
+            t = t.require_grad();
+        }
+        Param::from_mapped_value(id, t, mapper)
+    }
 }
 
 /// Save `model`'s parameters and running statistics as safetensors under the reference's key
