@@ -54,7 +54,7 @@ impl TorchBatchNorm {
         if device.is_autodiff() && self.training.is_enabled() {
             let dims = x.dims();
             let n = dims.iter().product::<usize>() / dims[1];
-            let (output, mean, var) = if device.supports_dtype(DType::F64) {
+            let (output, mean, var) = if accumulate_in_f64(&device) {
                 // CPU backends: normalise in f64 (forward statistics and backward sums), so that
                 // neither spikes downstream nor the γ/β gradients depend on the backend's f32
                 // summation order over the N·H·W elements of a channel.
@@ -128,6 +128,15 @@ impl TorchBatchNorm {
     }
 }
 
+/// Whether BatchNorm accumulates in f64 on this device: on the CPU backends (flex, ndarray),
+/// whose f32 reductions are sequential sums; GPU reductions are tree-shaped and accurate in f32,
+/// and f64 is slow or missing there.
+pub fn accumulate_in_f64(device: &Device) -> bool {
+    #[allow(deprecated)]
+    let cpu = *device == Device::flex() || *device == Device::ndarray();
+    cpu && device.supports_dtype(DType::F64)
+}
+
 /// Per-channel mean and biased variance of `x` (`[N, C, ...]`), detached, accumulated in f64
 /// where the device supports it and by two-level (blocked) summation otherwise. A plain f32
 /// running sum over `N·H·W` elements (tens of thousands) errs by ~1e-5 relative, enough to flip
@@ -139,7 +148,7 @@ pub fn channel_stats<const D: usize>(x: Tensor<D>) -> (Tensor<1>, Tensor<1>) {
     let n = dims.iter().product::<usize>() / c;
     let flat: Tensor<2> = x.swap_dims(0, 1).reshape([c, n]);
     let device = flat.device();
-    if device.supports_dtype(DType::F64) {
+    if accumulate_in_f64(&device) {
         let f = flat.cast(FloatDType::F64);
         let mean = f.clone().mean_dim(1);
         let var = (f - mean.clone()).square().mean_dim(1);
@@ -148,21 +157,28 @@ pub fn channel_stats<const D: usize>(x: Tensor<D>) -> (Tensor<1>, Tensor<1>) {
             var.cast(FloatDType::F32).reshape([c]),
         )
     } else {
-        let blocked_mean = |t: Tensor<2>| -> Tensor<2> {
-            let b = (n as f64).sqrt().ceil() as usize;
-            if b <= 1 || !n.is_multiple_of(b) {
-                return t.mean_dim(1);
-            }
-            t.reshape([c, n / b, b])
-                .sum_dim(2)
-                .sum_dim(1)
-                .reshape([c, 1])
-                .div_scalar(n as f64)
-        };
-        let mean = blocked_mean(flat.clone());
-        let var = blocked_mean((flat - mean.clone()).square());
-        (mean.reshape([c]), var.reshape([c]))
+        blocked_stats(flat)
     }
+}
+
+/// Per-row mean and biased variance of a `[C, n]` tensor by two-level summation (blocks of
+/// about `√n`), which errs by ~√n·ε instead of the ~n·ε of a running f32 sum.
+pub fn blocked_stats(flat: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+    let [c, n] = flat.dims();
+    let blocked_mean = |t: Tensor<2>| -> Tensor<2> {
+        let b = (n as f64).sqrt().ceil() as usize;
+        if b <= 1 || !n.is_multiple_of(b) {
+            return t.mean_dim(1);
+        }
+        t.reshape([c, n / b, b])
+            .sum_dim(2)
+            .sum_dim(1)
+            .reshape([c, 1])
+            .div_scalar(n as f64)
+    };
+    let mean = blocked_mean(flat.clone());
+    let var = blocked_mean((flat - mean.clone()).square());
+    (mean.reshape([c]), var.reshape([c]))
 }
 
 /// A `k×k` convolution, stride 1, padding `k/2`, initialised as the SDT reference
@@ -311,6 +327,12 @@ mod tests {
     }
 
     #[test]
+    fn f64_accumulation_only_on_cpu_backends() {
+        assert!(accumulate_in_f64(&Device::flex()));
+        assert!(accumulate_in_f64(&Device::flex().autodiff()));
+    }
+
+    #[test]
     fn channel_stats_match_a_float64_reference() {
         let dev = Device::flex();
         let x: Tensor<4> = Tensor::random(
@@ -319,6 +341,12 @@ mod tests {
             &dev,
         );
         let v = x.clone().into_data().try_to_vec::<f32>().unwrap();
+        let flat: Tensor<2> = x.clone().swap_dims(0, 1).reshape([3, 1024]);
+        let (bm, bvar) = blocked_stats(flat);
+        let (bm, bvar) = (
+            bm.into_data().try_to_vec::<f32>().unwrap(),
+            bvar.into_data().try_to_vec::<f32>().unwrap(),
+        );
         let (m, var) = channel_stats(x);
         let (m, var) = (
             m.into_data().try_to_vec::<f32>().unwrap(),
@@ -332,6 +360,7 @@ mod tests {
             let mean = vals.iter().sum::<f64>() / vals.len() as f64;
             let var64 = vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / vals.len() as f64;
             assert!((m[c] as f64 - mean).abs() < 1e-6 && (var[c] as f64 - var64).abs() < 1e-6);
+            assert!((bm[c] as f64 - mean).abs() < 1e-5 && (bvar[c] as f64 - var64).abs() < 1e-5);
         }
     }
 }
