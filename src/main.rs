@@ -39,6 +39,26 @@ enum Command {
         #[arg(long)]
         relax_sps_ties: bool,
     },
+    /// Time the core workloads (LIF, attention core, STAtten block, one training step) and
+    /// print them beside the PyTorch reference's figures. For careful numbers use
+    /// `cargo bench --bench core` (criterion); this mode is for quick checks on any device.
+    Bench {
+        /// Devices, comma-separated (cpu, flex, ndarray, wgpu).
+        #[arg(long, default_value = "cpu", value_delimiter = ',')]
+        device: Vec<DeviceName>,
+        /// Timed iterations per workload (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// Untimed warm-up iterations (shader compilation, autotuning).
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Batch size of the training-step workload.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Workloads to run, comma-separated: lif, core, block, train.
+        #[arg(long, default_value = "lif,core,block,train", value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Model tools.
     Model {
         #[command(subcommand)]
@@ -137,6 +157,69 @@ fn model_info(cfg: &ModelConfig) -> Result<(), String> {
     Ok(())
 }
 
+fn run_bench(devices: &[DeviceName], iters: usize, warmup: usize, batch: usize, only: &[String]) {
+    use statten::bench;
+    let reference = |k: &str| bench::REFERENCE_MS.iter().find(|r| r.0 == k).map(|r| r.1);
+    println!(
+        "{:<28} {:<8} {:>12} {:>14} {:>10}",
+        "workload", "device", "median ms", "reference ms", "speed-up"
+    );
+    for dev_name in devices {
+        let dev = dev_name.device();
+        let mut workloads: Vec<(String, Option<f64>, bench::Iteration)> = Vec::new();
+        let want = |k: &str| only.iter().any(|o| o == k);
+        if want("lif") {
+            workloads.push((
+                "lif_fwd_bwd".into(),
+                reference("lif_fwd_bwd"),
+                bench::lif(&dev, true),
+            ));
+        }
+        if want("core") {
+            workloads.push((
+                "attention_core_fwd_bwd".into(),
+                reference("attention_core_fwd_bwd"),
+                bench::attention_core(&dev),
+            ));
+        }
+        if want("block") {
+            workloads.push((
+                "statten_block_fwd_bwd".into(),
+                reference("statten_block_fwd_bwd"),
+                bench::statten_block(&dev),
+            ));
+        }
+        if want("train") {
+            // The reference step was timed at batch 64; scale it linearly to this batch.
+            let r = reference("train_step_b64").map(|ms| ms * batch as f64 / 64.0);
+            workloads.push((
+                format!("train_step_2_512_b{batch}"),
+                r,
+                bench::train_step(&dev, batch),
+            ));
+        }
+        for (name, r, mut it) in workloads {
+            for _ in 0..warmup {
+                it();
+            }
+            let mut times: Vec<f64> = (0..iters)
+                .map(|_| {
+                    let t0 = std::time::Instant::now();
+                    std::hint::black_box(it());
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(|a, b| a.total_cmp(b));
+            let med = times[times.len() / 2];
+            let (rs, sp) = match r {
+                Some(r) => (format!("{r:.1}"), format!("{:.2}x", r / med)),
+                None => ("-".into(), "-".into()),
+            };
+            println!("{name:<28} {dev_name:<8} {med:>12.1} {rs:>14} {sp:>10}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -169,6 +252,16 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Command::Bench {
+            device,
+            iters,
+            warmup,
+            batch,
+            only,
+        } => {
+            run_bench(&device, iters.max(1), warmup, batch, &only);
+            ExitCode::SUCCESS
         }
         Command::Model { command } => {
             let res = match command {

@@ -110,3 +110,14 @@ fn model_info_gives_reference_counts() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_mode_runs_a_workload_and_prints_the_reference() {
+    let (ok, text) = statten(&["bench", "--only", "core", "--iters", "1", "--warmup", "0"]);
+    assert!(ok, "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("attention_core_fwd_bwd"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("17.9"), "{row}");
+}
