@@ -4,27 +4,9 @@
 mod common;
 
 use burn::tensor::Device;
-use statten::parity::{run_parity, ParityOptions};
 
 fn check(name: &str, device: Device) {
-    let dir = common::fixtures_dir().join(name);
-    let report = run_parity(&dir, &device, &ParityOptions::default()).expect("parity run");
-    for g in &report.groups {
-        println!("{g}");
-    }
-    let failed: Vec<String> = report
-        .groups
-        .iter()
-        .filter(|g| !g.pass)
-        .map(|g| g.to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{name}: failed groups:\n{}",
-        failed.join("\n")
-    );
-    // Every group must have compared something.
-    assert!(report.groups.iter().all(|g| g.compared > 0));
+    common::check_parity(name, device);
 }
 
 #[test]

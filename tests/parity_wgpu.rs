@@ -5,7 +5,6 @@
 mod common;
 
 use burn::tensor::Device;
-use statten::parity::{run_parity, ParityOptions};
 
 fn wgpu_enabled() -> bool {
     if std::env::var_os("STATTEN_SKIP_WGPU").is_some() {
@@ -16,26 +15,9 @@ fn wgpu_enabled() -> bool {
 }
 
 fn check(name: &str) {
-    if !wgpu_enabled() {
-        return;
+    if wgpu_enabled() {
+        common::check_parity(name, Device::wgpu(Default::default()));
     }
-    let device = Device::wgpu(Default::default());
-    let dir = common::fixtures_dir().join(name);
-    let report = run_parity(&dir, &device, &ParityOptions::default()).expect("parity run on wgpu");
-    for g in &report.groups {
-        println!("{g}");
-    }
-    let failed: Vec<String> = report
-        .groups
-        .iter()
-        .filter(|g| !g.pass)
-        .map(|g| g.to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{name} on wgpu: failed groups:\n{}",
-        failed.join("\n")
-    );
 }
 
 #[test]

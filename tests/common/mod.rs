@@ -34,3 +34,29 @@ pub fn fixture_dirs() -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Run every parity check of fixture `name` on `device`; panics listing the failed groups.
+pub fn check_parity(name: &str, device: burn::tensor::Device) {
+    let dir = fixtures_dir().join(name);
+    let report =
+        statten::parity::run_parity(&dir, &device, &statten::parity::ParityOptions::default())
+            .expect("parity run");
+    for g in &report.groups {
+        println!("{g}");
+    }
+    let failed: Vec<String> = report
+        .groups
+        .iter()
+        .filter(|g| !g.pass)
+        .map(|g| g.to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{name}: failed groups:\n{}",
+        failed.join("\n")
+    );
+    assert!(
+        report.groups.iter().all(|g| g.compared > 0),
+        "{name}: a group compared nothing"
+    );
+}

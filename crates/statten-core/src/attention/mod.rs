@@ -67,6 +67,26 @@ pub fn check_chunking(time_steps: usize, chunk_size: usize) -> Result<()> {
     Ok(())
 }
 
+/// Check the head split (`dim` divisible by `num_heads`) and, for STAtten, the chunking.
+pub fn check_attention(
+    dim: usize,
+    num_heads: usize,
+    kind: AttentionKind,
+    time_steps: usize,
+    chunk_size: usize,
+) -> Result<()> {
+    if num_heads == 0 || !dim.is_multiple_of(num_heads) {
+        return Err(Error::config(
+            "model.num_heads",
+            format!("embed_dim {dim} is not divisible by num_heads {num_heads}"),
+        ));
+    }
+    if kind == AttentionKind::Statten {
+        check_chunking(time_steps, chunk_size)?;
+    }
+    Ok(())
+}
+
 /// The STAtten scale: `1/H` for static inputs, `1/(H·H·chunk)` for DVS (spec §2.4).
 pub fn statten_scale(grid_h: usize, chunk_size: usize, dvs: bool) -> f64 {
     if dvs {

@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
-use super::{check_chunking, max_filter_5d, statten_core, statten_scale, AttentionKind};
+use super::{check_attention, max_filter_5d, statten_core, statten_scale, AttentionKind};
 use crate::error::{Error, Result};
 use crate::layers::{conv2d, merged, TorchBatchNorm, UnusedWeight};
 use crate::monitor::Monitor;
@@ -42,24 +42,18 @@ impl MsAttentionConfig {
     /// Validate and build the block; `prefix` is its module path (e.g. `block.0.attn`).
     pub fn init(&self, prefix: &str, device: &Device) -> Result<MsAttention> {
         let c = self.dim;
-        if self.num_heads == 0 || !c.is_multiple_of(self.num_heads) {
+        check_attention(
+            c,
+            self.num_heads,
+            self.kind,
+            self.time_steps,
+            self.chunk_size,
+        )?;
+        if self.kind == AttentionKind::Ssa {
             return Err(Error::config(
-                "model.num_heads",
-                format!(
-                    "embed_dim {c} is not divisible by num_heads {}",
-                    self.num_heads
-                ),
+                "model.attention",
+                "the Spike-driven Transformer takes `statten` or `sdsa`; `ssa` is Spikformer's",
             ));
-        }
-        match self.kind {
-            AttentionKind::Statten => check_chunking(self.time_steps, self.chunk_size)?,
-            AttentionKind::Sdsa => {}
-            AttentionKind::Ssa => {
-                return Err(Error::config(
-                    "model.attention",
-                    "the Spike-driven Transformer takes `statten` or `sdsa`; `ssa` is Spikformer's",
-                ))
-            }
         }
         let lif = |n: &str| self.neuron.init(format!("{prefix}.{n}"), device);
         let attn_neuron = self.neuron.with_threshold(self.attn_v_threshold);

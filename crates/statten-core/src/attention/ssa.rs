@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use super::{check_chunking, ssa_core, statten_core, AttentionKind};
+use super::{check_attention, ssa_core, statten_core, AttentionKind};
 use crate::error::{Error, Result};
 use crate::layers::{linear_trunc_normal, TorchBatchNorm};
 use crate::monitor::Monitor;
@@ -35,24 +35,18 @@ impl SsaAttentionConfig {
     /// Validate and build; `prefix` is the module path (e.g. `block.0.attn`).
     pub fn init(&self, prefix: &str, device: &Device) -> Result<SsaAttention> {
         let c = self.dim;
-        if self.num_heads == 0 || !c.is_multiple_of(self.num_heads) {
+        check_attention(
+            c,
+            self.num_heads,
+            self.kind,
+            self.time_steps,
+            self.chunk_size,
+        )?;
+        if self.kind == AttentionKind::Sdsa {
             return Err(Error::config(
-                "model.num_heads",
-                format!(
-                    "embed_dim {c} is not divisible by num_heads {}",
-                    self.num_heads
-                ),
+                "model.attention",
+                "Spikformer takes `ssa` or `statten`; `sdsa` is the Spike-driven Transformer's",
             ));
-        }
-        match self.kind {
-            AttentionKind::Statten => check_chunking(self.time_steps, self.chunk_size)?,
-            AttentionKind::Ssa => {}
-            AttentionKind::Sdsa => {
-                return Err(Error::config(
-                    "model.attention",
-                    "Spikformer takes `ssa` or `statten`; `sdsa` is the Spike-driven Transformer's",
-                ))
-            }
         }
         let lif = |n: &str| self.neuron.init(format!("{prefix}.{n}"), device);
         Ok(SsaAttention {
