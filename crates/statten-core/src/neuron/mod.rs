@@ -233,18 +233,19 @@ impl MultiStepNeuron {
         let mut fired_all = Vec::with_capacity(t_steps);
         for x_t in x.chunk(t_steps, 0) {
             let h = self.charge(v, x_t, decay.clone());
-            let fired = h
-                .clone()
-                .detach()
-                .greater_equal_elem(self.v_threshold)
-                .float();
-            v = Some(self.reset(h.clone(), fired.clone()));
+            let fired = h.clone().detach().greater_equal_elem(self.v_threshold);
+            v = Some(if self.soft_reset {
+                h.clone() - fired.clone().float().mul_scalar(self.v_threshold)
+            } else {
+                // Hard reset to 0: v = (1 − s)·h, written as one masked fill.
+                h.clone().mask_fill(fired.clone(), 0.0)
+            });
             if tracked {
                 hs.push(h);
             }
             fired_all.push(fired);
         }
-        let fired = Tensor::cat(fired_all, 0);
+        let fired = Tensor::cat(fired_all, 0).float();
         if !tracked {
             return fired;
         }
