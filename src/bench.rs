@@ -33,8 +33,8 @@ fn sync(t: Tensor<1>) -> f32 {
     t.into_scalar::<f32>()
 }
 
-/// LIF forward+backward on `[4, 32, 512, 8, 8]` (`batched`: the default formulation; else the
-/// per-step one).
+/// LIF forward+backward on `[4, 32, 512, 8, 8]` (`batched`: the batched-surrogate formulation;
+/// else the per-step one, the default).
 pub fn lif(device: &Device, batched: bool) -> Iteration {
     let ad = device.clone().autodiff();
     let neuron = NeuronConfig::default().init("lif", &ad);
@@ -45,7 +45,7 @@ pub fn lif(device: &Device, batched: bool) -> Iteration {
         let x = x0.clone().detach().require_grad();
         let flat: Tensor<2> = x.clone().reshape([4, -1]);
         let s = if batched {
-            neuron.forward_flat(flat)
+            neuron.forward_batched(flat)
         } else {
             neuron.forward_per_step(flat)
         };

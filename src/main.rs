@@ -176,7 +176,7 @@ fn run_bench(devices: &[DeviceName], iters: usize, warmup: usize, batch: usize, 
             workloads.push((
                 "lif_fwd_bwd".into(),
                 reference("lif_fwd_bwd"),
-                bench::lif(&dev, true),
+                bench::lif(&dev, false),
             ));
         }
         if want("core") {

@@ -259,7 +259,7 @@ fn batched_and_per_step_lif_agree_in_values_and_gradients() {
             let g = (s.clone() * w.clone()).sum().backward();
             (to_vec(s), to_vec(x.grad(&g).unwrap()))
         };
-        let (sa, ga) = run(&|x| lif.forward_flat(x));
+        let (sa, ga) = run(&|x| lif.forward_batched(x));
         let (sb, gb) = run(&|x| lif.forward_per_step(x));
         assert_eq!(sa, sb, "{cfg:?}: spikes");
         assert!(sa.contains(&1.0) && sa.contains(&0.0));

@@ -214,13 +214,18 @@ impl MultiStepNeuron {
         out
     }
 
-    /// The neuron dynamics on a `[T, M]` tensor.
-    ///
-    /// The time loop records only the membrane recursion (charge and reset, with the reset
-    /// spike detached); the Heaviside/surrogate pair is then applied once to all timesteps.
-    /// This gives the same values and gradients as [`Self::forward_per_step`] with about half
-    /// the autodiff graph (see BENCHMARKS.md for the measurement that chose it).
+    /// The neuron dynamics on a `[T, M]` tensor: [`Self::forward_per_step`], the faster of the
+    /// two formulations by measurement (BENCHMARKS.md).
     pub fn forward_flat(&self, x: Tensor<2>) -> Tensor<2> {
+        self.forward_per_step(x)
+    }
+
+    /// Alternative formulation: the time loop records only the membrane recursion (charge and
+    /// reset, with the reset spike detached) and the Heaviside/surrogate pair is applied once to
+    /// all timesteps. Same values and gradients as [`Self::forward_per_step`] with about half
+    /// the autodiff graph, but the concatenations cost more than the graph nodes they save
+    /// (BENCHMARKS.md: 119 ms against 89 ms for LIF fwd+bwd on `[4, 32, 512, 8, 8]`).
+    pub fn forward_batched(&self, x: Tensor<2>) -> Tensor<2> {
         let tracked = x.is_tracked() || self.w.as_ref().is_some_and(|w| w.val().is_tracked());
         if !self.detach_reset && tracked {
             // The reset spike carries a gradient: the surrogate must be inside the loop.
@@ -254,7 +259,7 @@ impl MultiStepNeuron {
         fired + (g.clone() - g.detach())
     }
 
-    /// Reference formulation: the surrogate inside the time loop, one step at a time.
+    /// The surrogate inside the time loop, one step at a time (the default).
     pub fn forward_per_step(&self, x: Tensor<2>) -> Tensor<2> {
         let [t_steps, _] = x.dims();
         let tracked = x.is_tracked() || self.w.as_ref().is_some_and(|w| w.val().is_tracked());
