@@ -207,3 +207,32 @@ fn every_shipped_config_parses_and_builds() {
         dir.display()
     );
 }
+
+#[test]
+fn export_reproduces_the_reference_state_dict() {
+    for name in ["sdt_statten_dvs", "spikformer_ssa_static"] {
+        let fixture = common::fixtures_dir().join(name);
+        let fx = statten::fixture::Fixture::load(&fixture).unwrap();
+        let mut m = fx.model_config().unwrap().init(&Device::flex()).unwrap();
+        load_reference(&mut m, &fx.weights_path()).unwrap();
+        let out = std::env::temp_dir().join(format!(
+            "statten-export-{}-{name}.safetensors",
+            std::process::id()
+        ));
+        save_reference(&m, &out).unwrap();
+        let ours = statten::fixture::read_safetensors(&out).unwrap();
+        let theirs = statten::fixture::read_safetensors(&fx.weights_path()).unwrap();
+        let mut ka: Vec<&String> = ours.keys().collect();
+        let mut kb: Vec<&String> = theirs.keys().collect();
+        ka.sort();
+        kb.sort();
+        assert_eq!(ka, kb, "{name}: key sets");
+        for (k, t) in &theirs {
+            assert_eq!(ours[k].shape, t.shape, "{name}: {k}");
+            if !k.ends_with("num_batches_tracked") {
+                assert_eq!(ours[k].values, t.values, "{name}: {k}");
+            }
+        }
+        let _ = std::fs::remove_file(&out);
+    }
+}

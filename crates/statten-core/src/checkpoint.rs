@@ -147,18 +147,36 @@ impl ModuleMapper for CastToF32 {
 }
 
 /// Save `model`'s parameters and running statistics as safetensors under the reference's key
-/// names (Linear weights transposed back to `[out, in]`).
+/// names (Linear weights transposed back to `[out, in]`), plus a `num_batches_tracked` (I64
+/// scalar, 0: statten does not count batches; PyTorch reads it only when BN momentum is None) for
+/// every BatchNorm, so that PyTorch's strict `load_state_dict` accepts the file.
 pub fn save_reference<M: Module + ModuleSnapshot>(model: &M, path: &Path) -> Result<()> {
     let p = path.display().to_string();
-    if path.exists() {
-        std::fs::remove_file(path).map_err(|e| Error::checkpoint(p.clone(), e.to_string()))?;
-    }
-    let mut store = SafetensorsStore::from_file(path)
+    let err = |m: String| Error::checkpoint(p.clone(), m);
+    let mut store = SafetensorsStore::from_bytes(None)
         .with_to_adapter(BurnToPyTorchAdapter)
         .skip_enum_variants(true);
     model
         .save_into(&mut store)
-        .map_err(|e| Error::checkpoint(p, format!("{e}")))
+        .map_err(|e| err(format!("{e}")))?;
+    let bytes = store.get_bytes().map_err(|e| err(format!("{e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("{e}")))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("{e}")))?;
+    let zero = 0i64.to_le_bytes();
+    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        if let Some(prefix) = name.strip_suffix(".running_mean") {
+            let t = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![], &zero)
+                .map_err(|e| err(format!("{e}")))?;
+            views.push((format!("{prefix}.num_batches_tracked"), t));
+        }
+        views.push((name.to_string(), view));
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::tensor::serialize_to_file(views, header.metadata().clone(), &tmp)
+        .map_err(|e| err(format!("{e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
 }
 
 /// A named host-side tensor in PyTorch layout.
