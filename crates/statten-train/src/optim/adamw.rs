@@ -125,3 +125,62 @@ impl ModuleMapper for AdamWMapper<'_> {
         Param::from_mapped_value(id, out, mapper)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+
+    #[test]
+    fn first_step_is_sign_step_with_decay_only_on_matrices() {
+        // Step 1: p ← p·(1 − lr·wd) − lr·g/(|g| + eps) for matrices, no decay for biases.
+        let dev = Device::flex().autodiff();
+        let lin: Linear = LinearConfig::new(2, 2).init(&dev);
+        let w0 = lin.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let b0 = lin
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let x: Tensor<2> = Tensor::from_floats([[1.0, -2.0]], &dev);
+        let loss = lin.forward(x).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &lin);
+        let (lr, wd) = (0.1, 0.5);
+        let mut opt = AdamW::new(AdamWConfig {
+            weight_decay: wd,
+            ..AdamWConfig::default()
+        });
+        let lin = opt.step(lr, lin, grads);
+        let w1 = lin.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let b1 = lin
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        // d(sum)/dW[i][j] = x[i] (Burn stores [in, out]); d/db = 1.
+        let gw = [1.0f64, 1.0, -2.0, -2.0];
+        for i in 0..4 {
+            let want = w0[i] as f64 * (1.0 - lr * wd) - lr * gw[i] / (gw[i].abs() + 1e-8);
+            assert!(
+                (w1[i] as f64 - want).abs() < 1e-6,
+                "w[{i}] {} vs {want}",
+                w1[i]
+            );
+        }
+        for i in 0..2 {
+            let want = b0[i] as f64 - lr;
+            assert!(
+                (b1[i] as f64 - want).abs() < 1e-6,
+                "b[{i}] {} vs {want}",
+                b1[i]
+            );
+        }
+        assert_eq!(opt.num_tracked(), 2);
+    }
+}
