@@ -236,3 +236,39 @@ fn export_reproduces_the_reference_state_dict() {
         let _ = std::fs::remove_file(&out);
     }
 }
+
+#[test]
+fn sdsa_dvs_q_pooling_option_changes_only_the_q_path() {
+    let mut cfg = small("arch = \"sdt\"\nattention = \"sdsa\"\ndvs = true\nin_channels = 2");
+    // Train mode (batch statistics), so that the fresh model's LIFs fire.
+    let dev = Device::flex().autodiff();
+    let a = cfg.init(&dev).unwrap();
+    let path =
+        std::env::temp_dir().join(format!("statten-sdsa-{}.safetensors", std::process::id()));
+    save_reference(&a, &path).unwrap();
+    cfg.sdsa_pool_q = false;
+    let mut b = cfg.init(&dev).unwrap();
+    load_reference(&mut b, &path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let x: Tensor<5> = Tensor::random(
+        [2, 2, 2, 16, 16],
+        burn::tensor::Distribution::Bernoulli(0.3),
+        &dev,
+    );
+    let run = |m: &statten_core::StattenModel| {
+        let mut mon = Monitor::enabled();
+        let out = m.forward(statten_core::Input::Events(x.clone()).encode(2), &mut mon);
+        (out.into_data().try_to_vec::<f32>().unwrap(), mon.stats())
+    };
+    let ((la, sa), (lb, sb)) = (run(&a), run(&b));
+    // Everything up to the q LIF is identical; the outputs differ because q is filtered or not.
+    let q = |s: &[statten_core::FiringStat]| {
+        s.iter()
+            .find(|r| r.name == "block.0.attn.q_lif")
+            .unwrap()
+            .spikes
+    };
+    assert_eq!(q(&sa), q(&sb));
+    assert!(q(&sa) > 0.0);
+    assert_ne!(la, lb);
+}

@@ -33,8 +33,8 @@ pub struct MsAttentionConfig {
     pub attn_v_threshold: f64,
     /// Override of the STAtten scale (None = the reference's rule).
     pub scale: Option<f64>,
-    /// SDSA in DVS mode: max-filter `q ⊙ kv` as the STAtten repository does (true) or not, as
-    /// upstream SDT (false).
+    /// SDSA in DVS mode: max-filter the q spikes as the STAtten repository does (true) or not, as
+    /// upstream SDT (false); `k`, `v`, `k ⊙ v` and `q ⊙ kv` are filtered either way.
     pub sdsa_pool_q: bool,
 }
 
@@ -164,20 +164,30 @@ impl MsAttention {
         } else {
             None
         };
-        let branch =
-            |conv: &Conv2d, bn: &TorchBatchNorm, lif: &MultiStepNeuron, m: &mut Monitor| {
-                let y = merged(s.clone(), |z| bn.forward(conv.forward(z)));
-                let y = lif.forward(y, m);
-                let y = if self.dvs { max_filter_5d(y) } else { y };
-                // [T,B,C,H,W] -> [T,B,C,N] -> [T,B,N,C] -> [T,B,N,h,d] -> [T,B,h,N,d]
-                y.reshape([t, b, c, n])
-                    .swap_dims(2, 3)
-                    .reshape([t, b, n, heads, d])
-                    .swap_dims(2, 3)
+        let branch = |conv: &Conv2d,
+                      bn: &TorchBatchNorm,
+                      lif: &MultiStepNeuron,
+                      pool: bool,
+                      m: &mut Monitor| {
+            let y = merged(s.clone(), |z| bn.forward(conv.forward(z)));
+            let y = lif.forward(y, m);
+            let y = if self.dvs && pool {
+                max_filter_5d(y)
+            } else {
+                y
             };
-        let q = branch(&self.q_conv, &self.q_bn, &self.q_lif, monitor);
-        let k = branch(&self.k_conv, &self.k_bn, &self.k_lif, monitor);
-        let v = branch(&self.v_conv, &self.v_bn, &self.v_lif, monitor);
+            // [T,B,C,H,W] -> [T,B,C,N] -> [T,B,N,C] -> [T,B,N,h,d] -> [T,B,h,N,d]
+            y.reshape([t, b, c, n])
+                .swap_dims(2, 3)
+                .reshape([t, b, n, heads, d])
+                .swap_dims(2, 3)
+        };
+        // Upstream SDT does not max-filter q in DVS mode; the STAtten repository does (for
+        // STAtten and for its SDSA baseline alike).
+        let pool_q = self.kind == AttentionKind::Statten || self.sdsa_pool_q;
+        let q = branch(&self.q_conv, &self.q_bn, &self.q_lif, pool_q, monitor);
+        let k = branch(&self.k_conv, &self.k_bn, &self.k_lif, true, monitor);
+        let v = branch(&self.v_conv, &self.v_bn, &self.v_lif, true, monitor);
 
         let out: Tensor<5> = match self.kind {
             AttentionKind::Statten => {
@@ -203,11 +213,7 @@ impl MsAttention {
                 };
                 let kv = pool_nd(k * v).sum_dim(3); // [T,B,h,1,d]
                 let kv = self.talking_heads_lif.forward(kv, monitor);
-                let o = if self.sdsa_pool_q {
-                    pool_nd(q * kv)
-                } else {
-                    q * kv
-                };
+                let o = pool_nd(q * kv);
                 o.swap_dims(3, 4).reshape([t, b, c, hh, ww])
             }
         };

@@ -65,8 +65,8 @@ pub struct ModelConfig {
     /// Override of the attention scale (None = reference rule: STAtten 1/H or 1/(H²·cs),
     /// Spikformer SSA 0.125).
     pub statten_scale: Option<f64>,
-    /// DVS mode of the SDSA baseline: the STAtten repository also max-filters the product
-    /// `q ⊙ kv` (and so pools q); upstream SDT filters only k and v (spec §2.2). `true` matches
+    /// DVS mode of the SDSA baseline: the STAtten repository max-filters the q spikes too;
+    /// upstream SDT filters only k and v (then `k ⊙ v` and `q ⊙ kv`), spec §2.2. `true` matches
     /// the STAtten repository (the default), `false` gives upstream SDT.
     pub sdsa_pool_q: bool,
     /// Neuron settings of every spiking layer (attention LIFs are always LIF).
