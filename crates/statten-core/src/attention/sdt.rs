@@ -159,7 +159,8 @@ impl MsAttention {
         let n = hh * ww;
 
         let s = self.shortcut_lif.forward(x, monitor);
-        let x_pool = if self.dvs {
+        // DVS STAtten gates its output with the max-filtered shortcut spikes.
+        let x_pool = if self.dvs && self.kind == AttentionKind::Statten {
             Some(max_filter_5d(s.clone()))
         } else {
             None
