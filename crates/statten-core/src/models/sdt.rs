@@ -9,7 +9,9 @@ use burn::prelude::*;
 use super::ModelConfig;
 use crate::attention::{MsAttention, MsAttentionConfig};
 use crate::error::Result;
-use crate::layers::{conv2d, linear_torch_default, max_pool_3s2, merged, TorchBatchNorm};
+use crate::layers::{
+    conv2d, linear_torch_default, max_pool_3s2, merged, pointwise_conv, TorchBatchNorm,
+};
 use crate::monitor::Monitor;
 use crate::neuron::MultiStepNeuron;
 
@@ -124,9 +126,13 @@ impl MsMlp {
     pub fn forward(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<5> {
         let identity = x.clone();
         let y = self.fc1_lif.forward(x, m);
-        let y = merged(y, |z| self.fc1_bn.forward(self.fc1_conv.forward(z)));
+        let y = merged(y, |z| {
+            self.fc1_bn.forward(pointwise_conv(&self.fc1_conv, z))
+        });
         let y = self.fc2_lif.forward(y, m);
-        let y = merged(y, |z| self.fc2_bn.forward(self.fc2_conv.forward(z)));
+        let y = merged(y, |z| {
+            self.fc2_bn.forward(pointwise_conv(&self.fc2_conv, z))
+        });
         y + identity
     }
 }
