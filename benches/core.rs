@@ -22,10 +22,6 @@ fn devices() -> Vec<(String, Device)> {
 }
 
 fn run(c: &mut Criterion, group: &str, make: &dyn Fn(&Device) -> bench::Iteration) {
-    // STATTEN_BENCH_FAST_BN=1: CPU BatchNorm with the fused f32 op instead of f64 accumulation.
-    statten_core::layers::set_f64_batchnorm_on_cpu(
-        std::env::var_os("STATTEN_BENCH_FAST_BN").is_none(),
-    );
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
     for (name, dev) in devices() {

@@ -58,10 +58,6 @@ enum Command {
         /// Workloads to run, comma-separated: lif, core, block, train.
         #[arg(long, default_value = "lif,core,block,train", value_delimiter = ',')]
         only: Vec<String>,
-        /// Run BatchNorm on CPU with Burn's fused f32 op instead of the default exact f64
-        /// accumulation (faster; statistics ~1e-5 relative off).
-        #[arg(long)]
-        fast_batchnorm: bool,
     },
     /// Model tools.
     Model {
@@ -263,9 +259,7 @@ fn main() -> ExitCode {
             warmup,
             batch,
             only,
-            fast_batchnorm,
         } => {
-            statten_core::layers::set_f64_batchnorm_on_cpu(!fast_batchnorm);
             run_bench(&device, iters.max(1), warmup, batch, &only);
             ExitCode::SUCCESS
         }

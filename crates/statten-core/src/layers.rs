@@ -7,8 +7,6 @@ use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::module::{batch_norm, batch_norm_train, max_pool2d};
 use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{DType, FloatDType};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// BatchNorm over dimension 1 of a `[N, C, ...]` tensor with PyTorch's semantics: normalisation by
 /// the biased batch variance, running variance updated with the **unbiased** one
@@ -55,25 +53,10 @@ impl TorchBatchNorm {
         if device.is_autodiff() && self.training.is_enabled() {
             let dims = x.dims();
             let n = dims.iter().product::<usize>() / dims[1];
-            let (output, mean, var) = if accumulate_in_f64(&device) {
-                // CPU backends: normalise in f64 (forward statistics and backward sums), so that
-                // neither spikes downstream nor the γ/β gradients depend on the backend's f32
-                // summation order over the N·H·W elements of a channel.
-                let out = batch_norm_train(
-                    x.cast(FloatDType::F64),
-                    self.weight.val().cast(FloatDType::F64),
-                    self.bias.val().cast(FloatDType::F64),
-                    self.epsilon,
-                );
-                (
-                    out.output.cast(FloatDType::F32),
-                    out.mean.detach().cast(FloatDType::F32),
-                    out.variance.detach().cast(FloatDType::F32),
-                )
-            } else if is_cpu(&device) {
-                // CPU with the f64 policy off: Burn's fused f32 op as it is.
-                let out = batch_norm_train(x, self.weight.val(), self.bias.val(), self.epsilon);
-                (out.output, out.mean.detach(), out.variance.detach())
+            let (output, mean, var) = if is_cpu(&device) {
+                // CPU backends reduce in f32 with sequential sums, which err by ~1e-5 over the
+                // N·H·W elements of a channel: enough to flip membranes 4e-6 from threshold.
+                two_level_batch_norm(x, self.weight.val(), self.bias.val(), self.epsilon)
             } else {
                 // GPU: the fused op carries the backward pass; its forward value is replaced by a
                 // normalisation with statistics accumulated by blocked summation
@@ -133,23 +116,34 @@ impl TorchBatchNorm {
     }
 }
 
-static F64_BATCHNORM_ON_CPU: AtomicBool = AtomicBool::new(true);
-
-/// Process-wide numeric policy (like PyTorch's `cudnn.deterministic`): whether BatchNorm on the
-/// CPU backends accumulates in f64 (the default: exact parity with the reference, spikes that sit
-/// 1e-6 from their threshold are reproduced) or runs Burn's fused f32 op (about 20 % faster
-/// training steps on CPU, statistics ~1e-5 relative off; see BENCHMARKS.md).
-pub fn set_f64_batchnorm_on_cpu(enabled: bool) {
-    F64_BATCHNORM_ON_CPU.store(enabled, Ordering::Relaxed);
-}
-
-/// Whether BatchNorm accumulates in f64 on this device: on the CPU backends (flex, ndarray),
-/// whose f32 reductions are sequential sums; GPU reductions are tree-shaped and accurate in f32,
-/// and f64 is slow or missing there.
-pub fn accumulate_in_f64(device: &Device) -> bool {
-    F64_BATCHNORM_ON_CPU.load(Ordering::Relaxed)
-        && is_cpu(device)
-        && device.supports_dtype(DType::F64)
+/// Training-mode BatchNorm as composite ops laid out `[C, N, S]` (S = spatial positions), so
+/// that every per-channel sum, forward and backward, is a sum over S followed by a sum over N:
+/// the statistics through `sum_dim` twice, the γ/β/mean/rstd gradients through broadcasts made
+/// in two steps (`[C,1,1]` → `[C,N,1]` → `[C,N,S]`), whose backward reduces one axis at a time.
+fn two_level_batch_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    let dims = x.dims();
+    let (n0, c) = (dims[0], dims[1]);
+    let s: usize = dims[2..].iter().product();
+    let total = (n0 * s) as f64;
+    let xc: Tensor<3> = x.reshape([n0, c, s]).swap_dims(0, 1); // [C, N, S]
+    let per = |t: Tensor<3>| -> Tensor<3> {
+        // [C, N, S] -> [C, 1, 1], summing S first, then N.
+        t.sum_dim(2).sum_dim(1).div_scalar(total)
+    };
+    let spread = |t: Tensor<3>| -> Tensor<3> { t.expand([c, n0, 1]) };
+    let mean = per(xc.clone());
+    let xm = xc - spread(mean.clone());
+    let var = per(xm.clone().square());
+    let rstd = var.clone().add_scalar(eps).sqrt().recip();
+    let xhat = xm * spread(rstd);
+    let y = xhat * spread(gamma.reshape([c, 1, 1])) + spread(beta.reshape([c, 1, 1]));
+    let y: Tensor<D> = y.swap_dims(0, 1).reshape(dims);
+    (y, mean.detach().reshape([c]), var.detach().reshape([c]))
 }
 
 /// Whether `device` is one of the CPU backends (flex, ndarray), autodiff or not.
@@ -159,28 +153,14 @@ pub fn is_cpu(device: &Device) -> bool {
     cpu
 }
 
-/// Per-channel mean and biased variance of `x` (`[N, C, ...]`), detached, accumulated in f64
-/// where the device supports it and by two-level (blocked) summation otherwise. A plain f32
-/// running sum over `N·H·W` elements (tens of thousands) errs by ~1e-5 relative, enough to flip
-/// membranes that sit a few 1e-6 from their threshold; PyTorch's kernels accumulate accurately.
+/// Per-channel mean and biased variance of `x` (`[N, C, ...]`), detached, by two-level summation
+/// (see [`blocked_stats`]).
 pub fn channel_stats<const D: usize>(x: Tensor<D>) -> (Tensor<1>, Tensor<1>) {
     let x = x.detach();
     let dims = x.dims();
     let c = dims[1];
     let n = dims.iter().product::<usize>() / c;
-    let flat: Tensor<2> = x.swap_dims(0, 1).reshape([c, n]);
-    let device = flat.device();
-    if accumulate_in_f64(&device) {
-        let f = flat.cast(FloatDType::F64);
-        let mean = f.clone().mean_dim(1);
-        let var = (f - mean.clone()).square().mean_dim(1);
-        (
-            mean.cast(FloatDType::F32).reshape([c]),
-            var.cast(FloatDType::F32).reshape([c]),
-        )
-    } else {
-        blocked_stats(flat)
-    }
+    blocked_stats(x.swap_dims(0, 1).reshape([c, n]))
 }
 
 /// Per-row mean and biased variance of a `[C, n]` tensor by two-level summation (blocks of
@@ -369,9 +349,46 @@ mod tests {
     }
 
     #[test]
-    fn f64_accumulation_only_on_cpu_backends() {
-        assert!(accumulate_in_f64(&Device::flex()));
-        assert!(accumulate_in_f64(&Device::flex().autodiff()));
+    fn cpu_backends_are_recognised() {
+        assert!(is_cpu(&Device::flex()));
+        assert!(is_cpu(&Device::flex().autodiff()));
+    }
+
+    #[test]
+    fn two_level_batch_norm_matches_the_fused_op() {
+        let dev = Device::flex().autodiff();
+        let x: Tensor<4> = Tensor::random(
+            [4, 3, 5, 5],
+            burn::tensor::Distribution::Normal(1.0, 2.0),
+            &dev,
+        )
+        .require_grad();
+        let g: Tensor<1> = Tensor::from_floats([1.0, 0.5, 2.0], &dev).require_grad();
+        let b: Tensor<1> = Tensor::from_floats([0.0, 0.1, -0.2], &dev).require_grad();
+        let w: Tensor<4> = Tensor::random(
+            [4, 3, 5, 5],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let (y1, m1, v1) = two_level_batch_norm(x.clone(), g.clone(), b.clone(), 1e-5);
+        let fused = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+        let close = |a: Tensor<1>, c: Tensor<1>| {
+            let (a, c) = (
+                a.into_data().try_to_vec::<f32>().unwrap(),
+                c.into_data().try_to_vec::<f32>().unwrap(),
+            );
+            a.iter().zip(&c).all(|(p, q)| (p - q).abs() < 1e-4)
+        };
+        assert!(close(m1, fused.mean.detach()) && close(v1, fused.variance.detach()));
+        let g1 = (y1.clone() * w.clone()).sum().backward();
+        let g2 = (fused.output.clone() * w).sum().backward();
+        assert!(close(y1.reshape([-1]), fused.output.reshape([-1])));
+        assert!(close(
+            x.grad(&g1).unwrap().reshape([-1]),
+            x.grad(&g2).unwrap().reshape([-1])
+        ));
+        assert!(close(g.grad(&g1).unwrap(), g.grad(&g2).unwrap()));
+        assert!(close(b.grad(&g1).unwrap(), b.grad(&g2).unwrap()));
     }
 
     #[test]
