@@ -183,3 +183,51 @@ pub fn load(root: &Path, kind: CifarKind, split: Split) -> Result<CifarSet> {
     };
     Ok(set)
 }
+
+/// CIFAR-10 normalisation mean (the reference recipe).
+pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// CIFAR-10 normalisation std.
+pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+/// CIFAR-100 normalisation mean.
+pub const CIFAR100_MEAN: [f32; 3] = [0.5071, 0.4867, 0.4408];
+/// CIFAR-100 normalisation std.
+pub const CIFAR100_STD: [f32; 3] = [0.2675, 0.2565, 0.2761];
+
+/// A CIFAR split with its image pipeline, as a [`crate::Dataset`] of `[3, size, size]`.
+pub struct CifarDataset {
+    /// The records.
+    pub set: CifarSet,
+    /// The pipeline.
+    pub transform: crate::transforms::ImageTransform,
+    /// Number of classes.
+    pub num_classes: usize,
+}
+
+impl crate::Dataset for CifarDataset {
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+    fn sample_shape(&self) -> Vec<usize> {
+        vec![3, self.transform.cfg.size, self.transform.cfg.size]
+    }
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+    fn class_names(&self) -> Vec<String> {
+        if self.set.class_names.len() == self.num_classes {
+            self.set.class_names.clone()
+        } else {
+            (0..self.num_classes).map(|i| i.to_string()).collect()
+        }
+    }
+    fn label(&self, index: usize) -> usize {
+        self.set.labels[index] as usize
+    }
+    fn get(&self, index: usize, rng: &mut crate::Rng) -> Result<crate::Sample> {
+        let img = crate::image_ops::Rgb8::from_chw(self.set.image(index), 32, 32);
+        Ok(crate::Sample {
+            data: self.transform.apply(&img, rng),
+            label: self.set.labels[index] as usize,
+        })
+    }
+}

@@ -159,3 +159,101 @@ pub fn load(dir: Option<&Path>, split: Split) -> Result<IdxSet> {
         labels,
     })
 }
+
+/// Fashion-MNIST train-set mean of `[0, 1]` pixels.
+pub const FASHION_MNIST_MEAN: f32 = 0.2860;
+/// Fashion-MNIST train-set std.
+pub const FASHION_MNIST_STD: f32 = 0.3530;
+
+/// Settings of the (Fashion-)MNIST pipeline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MnistTransform {
+    /// Normalisation mean.
+    pub mean: f32,
+    /// Normalisation std.
+    pub std: f32,
+    /// Random translation by up to this many pixels (zero padding), train only.
+    pub translate: usize,
+    /// Horizontal flip probability, train only.
+    pub hflip: f64,
+}
+
+impl Default for MnistTransform {
+    fn default() -> Self {
+        Self {
+            mean: FASHION_MNIST_MEAN,
+            std: FASHION_MNIST_STD,
+            translate: 0,
+            hflip: 0.0,
+        }
+    }
+}
+
+/// An IDX split as a [`crate::Dataset`] of `[1, rows, cols]`.
+pub struct MnistDataset {
+    /// The images.
+    pub set: IdxSet,
+    /// The pipeline.
+    pub transform: MnistTransform,
+    /// Apply the random parts.
+    pub train: bool,
+}
+
+impl crate::Dataset for MnistDataset {
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+    fn sample_shape(&self) -> Vec<usize> {
+        vec![1, self.set.rows, self.set.cols]
+    }
+    fn num_classes(&self) -> usize {
+        10
+    }
+    fn class_names(&self) -> Vec<String> {
+        FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+    fn label(&self, index: usize) -> usize {
+        self.set.labels[index] as usize
+    }
+    fn get(&self, index: usize, rng: &mut crate::Rng) -> Result<crate::Sample> {
+        let (h, w) = (self.set.rows, self.set.cols);
+        let img = self.set.image(index);
+        let t = &self.transform;
+        let (mut dy, mut dx, mut flip) = (0i64, 0i64, false);
+        if self.train {
+            let r = t.translate as i64;
+            if r > 0 {
+                dy = rng.randint(-r, r);
+                dx = rng.randint(-r, r);
+            }
+            flip = t.hflip > 0.0 && rng.bernoulli(t.hflip);
+        }
+        let bg = (0.0 - t.mean) / t.std;
+        let mut data = vec![bg; h * w];
+        for y in 0..h as i64 {
+            let sy = y - dy;
+            if sy < 0 || sy >= h as i64 {
+                continue;
+            }
+            for x in 0..w as i64 {
+                let mut sx = x - dx;
+                if sx < 0 || sx >= w as i64 {
+                    continue;
+                }
+                if flip {
+                    sx = w as i64 - 1 - sx;
+                }
+                let v = img[sy as usize * w + sx as usize] as f32 / 255.0;
+                data[y as usize * w + x as usize] = (v - t.mean) / t.std;
+            }
+        }
+        Ok(crate::Sample {
+            data,
+            label: self.set.labels[index] as usize,
+        })
+    }
+}
