@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod data_cli;
 pub mod device;
 pub mod fixture;
 pub mod parity;

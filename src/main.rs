@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use statten::device::DeviceName;
 use statten::parity::{run_parity, ParityOptions};
 use statten_core::models::{ModelConfig, PRESETS};
+use statten_data::cifar::Split;
+use statten_data::config::DatasetName;
+use statten_data::events::frames::SplitBy;
+use statten_data::events::resize::Interp;
+use statten_data::events::EventFormat;
 
 #[derive(Parser)]
 #[command(
@@ -59,11 +64,130 @@ enum Command {
         #[arg(long, default_value = "lif,core,block,train", value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Dataset tools: inspect a dataset folder, turn an event recording into frames.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Model tools.
     Model {
         #[command(subcommand)]
         command: ModelCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Counts per split and class, sample shape, and value statistics of a few samples (eval
+    /// pipeline).
+    Inspect {
+        /// cifar10, cifar100, imagenet, cifar10-dvs, ncaltech101, fashion-mnist or mnist.
+        #[arg(long)]
+        dataset: DatasetName,
+        /// The dataset folder (Fashion-MNIST: default /usr/share/datasets/fashion-mnist).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// train or test.
+        #[arg(long, default_value = "train", value_parser = parse_split)]
+        split: Split,
+        /// Samples whose statistics are printed.
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+        /// Frames per sample for event datasets.
+        #[arg(long, default_value_t = 10)]
+        time_steps: usize,
+    },
+    /// Integrate one event recording into [T, 2, H, W] f32 frames exactly as SpikingJelly and
+    /// write them as tensor `frames` of a safetensors file. No resize unless asked (128×128 for
+    /// AEDAT 2.0, 180×240 for N-Caltech101).
+    Frames {
+        /// aedat2 (CIFAR10-DVS) or ncaltech (N-Caltech101, N-MNIST).
+        #[arg(long)]
+        format: EventFormat,
+        /// The recording.
+        #[arg(long)]
+        input: PathBuf,
+        /// Number of frames T.
+        #[arg(long)]
+        time_steps: usize,
+        /// number or time.
+        #[arg(long, default_value = "number")]
+        split_by: SplitBy,
+        /// Resize every frame to H W.
+        #[arg(long, num_args = 2, value_names = ["H", "W"])]
+        resize: Option<Vec<usize>>,
+        /// Resize interpolation: bilinear (CIFAR10-DVS reference) or nearest (N-Caltech101).
+        #[arg(long, default_value = "bilinear", value_parser = parse_interp)]
+        interp: Interp,
+        /// Give empty frames for empty split_by=time windows instead of failing as SpikingJelly.
+        #[arg(long)]
+        allow_empty_windows: bool,
+        /// Output .safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_split(s: &str) -> Result<Split, String> {
+    match s {
+        "train" => Ok(Split::Train),
+        "test" | "val" => Ok(Split::Test),
+        o => Err(format!("unknown split `{o}` (train or test)")),
+    }
+}
+
+fn parse_interp(s: &str) -> Result<Interp, String> {
+    match s {
+        "bilinear" => Ok(Interp::Bilinear),
+        "nearest" => Ok(Interp::Nearest),
+        o => Err(format!("unknown interpolation `{o}` (bilinear or nearest)")),
+    }
+}
+
+fn run_data(command: DataCommand) -> Result<String, String> {
+    match command {
+        DataCommand::Inspect {
+            dataset,
+            root,
+            split,
+            samples,
+            time_steps,
+        } => {
+            let root = match root {
+                Some(r) => r,
+                None if dataset == DatasetName::FashionMnist => {
+                    PathBuf::from(statten_data::mnist::FASHION_MNIST_SYSTEM_DIR)
+                }
+                None => {
+                    return Err(format!(
+                        "--root is required for {dataset:?}: {}",
+                        dataset.download_hint()
+                    ))
+                }
+            };
+            statten::data_cli::inspect(dataset, &root, split, samples, time_steps)
+        }
+        DataCommand::Frames {
+            format,
+            input,
+            time_steps,
+            split_by,
+            resize,
+            interp,
+            allow_empty_windows,
+            out,
+        } => {
+            let o = statten::data_cli::FramesOptions {
+                format,
+                time_steps,
+                split_by,
+                resize: resize.map(|v| (v[0], v[1])),
+                interp,
+                allow_empty_windows,
+            };
+            statten::data_cli::frames(&input, &out, &o)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -263,6 +387,19 @@ fn main() -> ExitCode {
             run_bench(&device, iters.max(1), warmup, batch, &only);
             ExitCode::SUCCESS
         }
+        Command::Data { command } => match run_data(command) {
+            Ok(s) => {
+                print!("{s}");
+                if !s.ends_with('\n') {
+                    println!();
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Model { command } => {
             let res = match command {
                 ModelCommand::Presets => {

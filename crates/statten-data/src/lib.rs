@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod cifar;
+pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod events;

@@ -171,7 +171,10 @@ fn class_files(root: &Path, ext: &str) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut out = Vec::new();
     let mut zips = 0;
     for p in list_dir(root)? {
-        if p.is_dir() {
+        let hidden = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if p.is_dir() && !hidden {
             let files: Vec<PathBuf> = list_dir(&p)?
                 .into_iter()
                 .filter(|f| {
