@@ -7,6 +7,8 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::{restore_autodiff, ParamState};
+
 /// AdamW hyper-parameters (PyTorch defaults except `weight_decay`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,19 +34,12 @@ impl Default for AdamWConfig {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Moments {
-    m: Tensor<1>,
-    v: Tensor<1>,
-    step: u64,
-}
-
 /// AdamW state: first and second moments per parameter, and its step count.
 #[derive(Debug, Clone)]
 pub struct AdamW {
     /// Hyper-parameters.
     pub config: AdamWConfig,
-    state: HashMap<ParamId, Moments>,
+    pub(crate) state: HashMap<ParamId, ParamState>,
 }
 
 impl AdamW {
@@ -92,12 +87,13 @@ impl ModuleMapper for AdamWMapper<'_> {
         let p: Tensor<1> = tensor.inner().reshape([-1]);
         let g: Tensor<1> = grad.inner().reshape([-1]);
         let (b1, b2) = cfg.betas;
-        let st = self.opt.state.remove(&id).unwrap_or_else(|| Moments {
-            m: g.zeros_like(),
-            v: g.zeros_like(),
+        let st = self.opt.state.remove(&id).unwrap_or_else(|| ParamState {
+            tensors: vec![g.zeros_like(), g.zeros_like()],
             step: 0,
         });
         let step = st.step + 1;
+        let mut it = st.tensors.into_iter();
+        let (m0, v0) = (it.next().unwrap(), it.next().unwrap());
         let wd = if cfg.no_decay_ndim_le_1 && D <= 1 {
             0.0
         } else {
@@ -108,21 +104,24 @@ impl ModuleMapper for AdamWMapper<'_> {
         } else {
             p
         };
-        let m = st.m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
-        let v = st.v.mul_scalar(b2) + (g.clone() * g).mul_scalar(1.0 - b2);
+        let m = m0.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
+        let v = v0.mul_scalar(b2) + (g.clone() * g).mul_scalar(1.0 - b2);
         let bc1 = 1.0 - b1.powi(step as i32);
         let bc2 = 1.0 - b2.powi(step as i32);
         let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(cfg.eps);
         let p = p - (m.clone() / denom).mul_scalar(lr / bc1);
-        self.opt.state.insert(id, Moments { m, v, step });
-        let mut out: Tensor<D> = p.reshape(shape);
-        if was_autodiff {
-            out = out.autodiff();
-            if require_grad {
-                out = out.require_grad();
-            }
-        }
-        Param::from_mapped_value(id, out, mapper)
+        self.opt.state.insert(
+            id,
+            ParamState {
+                tensors: vec![m, v],
+                step,
+            },
+        );
+        Param::from_mapped_value(
+            id,
+            restore_autodiff(p.reshape(shape), was_autodiff, require_grad),
+            mapper,
+        )
     }
 }
 
