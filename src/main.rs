@@ -12,6 +12,8 @@ use statten_data::config::DatasetName;
 use statten_data::events::frames::SplitBy;
 use statten_data::events::resize::Interp;
 use statten_data::events::EventFormat;
+use statten_train::config::RunConfig;
+use statten_train::trainer::{eval_checkpoint, train, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +65,59 @@ enum Command {
         /// Workloads to run, comma-separated: lif, core, block, train.
         #[arg(long, default_value = "lif,core,block,train", value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// Train a model from a TOML run config (see `statten configs`), with progress bars,
+    /// summary.csv, metrics.jsonl, curves.png, energy.json and resumable checkpoints in the run
+    /// directory.
+    Train {
+        /// The run config (e.g. configs/quickstart.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override any config key, e.g. `--set train.epochs=10 --set optimizer.lr=1e-3`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Device: cpu, flex, ndarray or wgpu (overrides train.device).
+        #[arg(long)]
+        device: Option<DeviceName>,
+        /// Dataset folder (overrides data.root).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run directory (default runs/<config name>, or a fresh runs/<config name>-N when that
+        /// one already holds a run).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Continue a run: from CKPT, or from <output>/checkpoints/last.safetensors when no path
+        /// is given.
+        #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "CKPT")]
+        resume: Option<PathBuf>,
+        /// No progress bars or per-epoch lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Evaluate a checkpoint (a statten checkpoint or reference weights) on the test split:
+    /// loss, top-1/top-5 and the energy report.
+    Eval {
+        /// Checkpoint (.safetensors from `statten train`, or reference weights .safetensors/.pth).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Run config; default: the config stored in a statten checkpoint.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override config keys.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Device.
+        #[arg(long)]
+        device: Option<DeviceName>,
+        /// Dataset folder (overrides data.root).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the shipped run configs with one line each.
+    Configs {
+        /// Folder of configs.
+        #[arg(long, default_value = "configs")]
+        dir: PathBuf,
     },
     /// Dataset tools: inspect a dataset folder, turn an event recording into frames.
     Data {
@@ -142,6 +197,145 @@ fn parse_interp(s: &str) -> Result<Interp, String> {
         "nearest" => Ok(Interp::Nearest),
         o => Err(format!("unknown interpolation `{o}` (bilinear or nearest)")),
     }
+}
+
+fn apply_cli_overrides(cfg: &mut RunConfig, device: Option<DeviceName>, data_dir: Option<PathBuf>) {
+    if let Some(d) = device {
+        cfg.train.device = d.to_string();
+    }
+    if let Some(r) = data_dir {
+        cfg.data.root = Some(r);
+    }
+}
+
+fn fresh_output(config: &std::path::Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let base = PathBuf::from("runs").join(&stem);
+    if !base.join("checkpoints/last.safetensors").exists() {
+        return base;
+    }
+    (2..)
+        .map(|i| PathBuf::from("runs").join(format!("{stem}-{i}")))
+        .find(|p| !p.exists())
+        .unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_train(
+    config: PathBuf,
+    sets: Vec<String>,
+    device: Option<DeviceName>,
+    data_dir: Option<PathBuf>,
+    output: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    quiet: bool,
+) -> Result<(), String> {
+    let mut cfg = RunConfig::load(&config, &sets)?;
+    apply_cli_overrides(&mut cfg, device, data_dir);
+    let output = match (&output, &resume) {
+        (Some(o), _) => o.clone(),
+        (None, Some(_)) => PathBuf::from("runs").join(config.file_stem().unwrap_or_default()),
+        (None, None) => fresh_output(&config),
+    };
+    let resume = resume.map(|r| {
+        if r.as_os_str().is_empty() {
+            output.join("checkpoints/last.safetensors")
+        } else {
+            r
+        }
+    });
+    if let Some(r) = &resume {
+        if !r.is_file() {
+            return Err(format!("--resume: {} not found", r.display()));
+        }
+    }
+    if !quiet {
+        println!("run directory   {}", output.display());
+        println!(
+            "model           {:?} + {} {}-{}, T={}, {} classes; data {:?}; {} epochs, batch {}, {:?} lr {:e} on {}",
+            cfg.model.arch,
+            cfg.model.attention.name(),
+            cfg.model.depth,
+            cfg.model.embed_dim,
+            cfg.model.time_steps,
+            cfg.model.num_classes,
+            cfg.data.dataset,
+            cfg.total_epochs(),
+            cfg.train.batch_size,
+            cfg.optimizer.kind,
+            cfg.optimizer.lr,
+            cfg.train.device
+        );
+    }
+    let opts = RunOptions {
+        output: output.clone(),
+        resume,
+        stop_after: 0,
+        progress: !quiet,
+        verbose: !quiet,
+    };
+    let start = std::time::Instant::now();
+    let s = train(&cfg, &opts)?;
+    if !quiet {
+        println!(
+            "done in {:.1} s: best eval top-1 {:.2} %; summary.csv, metrics.jsonl, curves.png, energy.json and checkpoints/ in {}",
+            start.elapsed().as_secs_f64(),
+            s.best_top1,
+            output.display()
+        );
+        if s.skipped > 0 {
+            println!("{} undecodable samples were skipped", s.skipped);
+        }
+    }
+    Ok(())
+}
+
+fn run_eval(
+    checkpoint: PathBuf,
+    config: Option<PathBuf>,
+    sets: Vec<String>,
+    device: Option<DeviceName>,
+    data_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    let mut cfg = match config {
+        Some(c) => RunConfig::load(&c, &sets)?,
+        None => {
+            let meta = statten_train::checkpoint::read_meta(&checkpoint)
+                .map_err(|e| format!("{e} (give --config for reference weights)"))?;
+            RunConfig::parse(&meta.config, &sets)?
+        }
+    };
+    apply_cli_overrides(&mut cfg, device, data_dir);
+    let (ev, rep) = eval_checkpoint(&cfg, &checkpoint)?;
+    println!(
+        "eval loss {:.4}  top-1 {:.2} %  top-5 {:.2} %",
+        ev.loss, ev.top1, ev.top5
+    );
+    print!("{}", rep.table());
+    Ok(())
+}
+
+fn run_configs(dir: PathBuf) -> Result<(), String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let desc = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('#')
+            .trim();
+        println!("{:<44} {desc}", f.display());
+    }
+    Ok(())
 }
 
 fn run_data(command: DataCommand) -> Result<String, String> {
@@ -387,6 +581,41 @@ fn main() -> ExitCode {
             run_bench(&device, iters.max(1), warmup, batch, &only);
             ExitCode::SUCCESS
         }
+        Command::Train {
+            config,
+            sets,
+            device,
+            data_dir,
+            output,
+            resume,
+            quiet,
+        } => match run_train(config, sets, device, data_dir, output, resume, quiet) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Eval {
+            checkpoint,
+            config,
+            sets,
+            device,
+            data_dir,
+        } => match run_eval(checkpoint, config, sets, device, data_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Configs { dir } => match run_configs(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Data { command } => match run_data(command) {
             Ok(s) => {
                 print!("{s}");

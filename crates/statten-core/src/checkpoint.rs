@@ -128,6 +128,23 @@ pub fn load_reference<M: Module + ModuleSnapshot>(
     Err(last_err.unwrap_or_else(|| Error::checkpoint(p, "no tensor of the file matches the model")))
 }
 
+/// Load a reference `state_dict` held in memory as safetensors bytes; `label` names it in errors.
+pub fn load_reference_bytes<M: Module + ModuleSnapshot>(
+    model: &mut M,
+    bytes: Vec<u8>,
+    label: &Path,
+) -> Result<LoadReport> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(from_adapter())
+        .allow_partial(true)
+        .validate(false)
+        .skip_enum_variants(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::checkpoint(label.display().to_string(), format!("{e}")))?;
+    check(label, result)
+}
+
 /// Casts every floating-point tensor of a module to f32, keeping ids and gradient settings.
 struct CastToF32;
 

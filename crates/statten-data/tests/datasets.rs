@@ -463,3 +463,95 @@ fn cifar_eval_pipeline_is_plain_normalisation() {
         assert!(s.data.iter().all(|v| v.is_finite()));
     }
 }
+
+/// A minimal baseline JPEG of a flat 8×8 image with 4 components and an Adobe APP14 marker
+/// (transform 0 = CMYK), as ImageNet's few CMYK files are. Quantisation 1, DC-only blocks.
+fn flat_cmyk_jpeg(cmyk: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xD8];
+    // APP14 "Adobe", version 100, flags 0, transform 0.
+    out.extend_from_slice(&[
+        0xFF, 0xEE, 0x00, 0x0E, b'A', b'd', b'o', b'b', b'e', 0x00, 0x64, 0, 0, 0, 0, 0,
+    ]);
+    // DQT: table 0, all ones.
+    out.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x43, 0x00]);
+    out.extend_from_slice(&[1u8; 64]);
+    // SOF0: 8 bit, 8×8, 4 components 1×1, table 0.
+    out.extend_from_slice(&[0xFF, 0xC0, 0x00, 8 + 12, 8, 0, 8, 0, 8, 4]);
+    for id in 1..=4u8 {
+        out.extend_from_slice(&[id, 0x11, 0]);
+    }
+    // DHT DC 0: categories 0..11, all 4-bit codes (canonical: symbol i ↔ code i).
+    out.extend_from_slice(&[0xFF, 0xC4, 0x00, 3 + 16 + 12, 0x00]);
+    let mut bits = [0u8; 16];
+    bits[3] = 12;
+    out.extend_from_slice(&bits);
+    out.extend(0u8..12);
+    // DHT AC 0: only EOB, 2-bit code 00.
+    out.extend_from_slice(&[0xFF, 0xC4, 0x00, 3 + 16 + 1, 0x10]);
+    let mut bits = [0u8; 16];
+    bits[1] = 1;
+    out.extend_from_slice(&bits);
+    out.push(0x00);
+    // SOS: 4 components, tables 0/0, spectral 0..63.
+    out.extend_from_slice(&[0xFF, 0xDA, 0x00, 6 + 8, 4]);
+    for id in 1..=4u8 {
+        out.extend_from_slice(&[id, 0x00]);
+    }
+    out.extend_from_slice(&[0, 63, 0]);
+    // Entropy-coded MCU: per component DC = 8·(s − 128), then EOB.
+    let mut acc: u128 = 0;
+    let mut n = 0u32;
+    let mut push = |acc: &mut u128, n: &mut u32, v: u128, len: u32| {
+        *acc = (*acc << len) | (v & ((1 << len) - 1));
+        *n += len;
+    };
+    for &s in &cmyk {
+        let dc = 8 * (s as i64 - 128);
+        let cat = if dc == 0 {
+            0
+        } else {
+            64 - (dc.unsigned_abs()).leading_zeros()
+        };
+        push(&mut acc, &mut n, cat as u128, 4);
+        if cat > 0 {
+            let v = if dc > 0 {
+                dc as u128
+            } else {
+                (dc + (1 << cat) - 1) as u128
+            };
+            push(&mut acc, &mut n, v, cat);
+        }
+        push(&mut acc, &mut n, 0, 2);
+    }
+    let pad = (8 - n % 8) % 8;
+    push(&mut acc, &mut n, (1 << pad) - 1, pad);
+    for i in (0..n / 8).rev() {
+        let b = (acc >> (8 * i)) as u8;
+        out.push(b);
+        if b == 0xFF {
+            out.push(0x00);
+        }
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+#[test]
+fn cmyk_jpeg_decodes_to_rgb() {
+    let dir = tmp("cmyk");
+    let a = dir.join("n01440764_cmyk_a.JPEG");
+    let b = dir.join("n01440764_cmyk_b.JPEG");
+    std::fs::write(&a, flat_cmyk_jpeg([255, 255, 255, 255])).unwrap();
+    std::fs::write(&b, flat_cmyk_jpeg([255, 40, 40, 255])).unwrap();
+    let ia = statten_data::imagenet::decode_image(&a).unwrap_or_else(|e| panic!("{e}"));
+    let ib = statten_data::imagenet::decode_image(&b).unwrap();
+    assert_eq!((ia.w, ia.h, ia.data.len()), (8, 8, 8 * 8 * 3));
+    // Flat input → flat RGB output; different inks → different colours.
+    assert!(ia.data.chunks(3).all(|p| p == &ia.data[..3]));
+    assert!(ib.data.chunks(3).all(|p| p == &ib.data[..3]));
+    assert_ne!(ia.px(0, 0), ib.px(0, 0));
+    // The second colour differs between channels (a real colour, not grey): the conversion is
+    // CMYK → RGB, not a luminance fallback.
+    let p = ib.px(0, 0);
+    assert!(p[0] != p[1] || p[1] != p[2], "{p:?}");
+}

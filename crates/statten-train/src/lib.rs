@@ -7,7 +7,12 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
+pub mod config;
+pub mod energy;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod plot;
 pub mod schedule;
+pub mod trainer;

@@ -1,0 +1,194 @@
+//! Training checkpoints: one safetensors file holding the model (reference key names, prefixed
+//! `model.`), the optimizer state (by parameter name, `optim.<name>.<i>`) and, in the metadata,
+//! the epoch, best accuracy, per-epoch history, optimizer step counts and the resolved config.
+//!
+//! Files are written to a temporary name and renamed, so a kill at any moment leaves the previous
+//! checkpoint intact and loadable. The data pipeline's randomness is a pure function of
+//! `(seed, epoch, index)`, so seed and epoch are its whole RNG state.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::ModuleSnapshot;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use statten_core::checkpoint::{load_reference_bytes, named_tensors};
+
+use crate::optim::Optimizer;
+
+/// One row of the per-epoch history (also a `summary.csv` row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Mean train loss.
+    pub train_loss: f64,
+    /// Train top-1 (%) against the unmixed labels.
+    pub train_top1: f64,
+    /// Eval loss (NaN when not evaluated).
+    pub eval_loss: f64,
+    /// Eval top-1 (%).
+    pub eval_top1: f64,
+    /// Eval top-5 (%).
+    pub eval_top5: f64,
+    /// Learning rate of the epoch (its first iteration).
+    pub lr: f64,
+    /// Training images per second.
+    pub images_per_s: f64,
+    /// Wall seconds of the epoch (train + eval).
+    pub seconds: f64,
+}
+
+/// What the metadata holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format version.
+    pub version: u32,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Best eval top-1 so far.
+    pub best_top1: f64,
+    /// Per-epoch history.
+    pub history: Vec<EpochRecord>,
+    /// Optimizer step per parameter name.
+    pub optim_steps: HashMap<String, u64>,
+    /// The resolved config (TOML).
+    pub config: String,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Param id → reference name, and the reverse.
+pub fn param_names<M: Module + ModuleSnapshot>(
+    model: &M,
+) -> (HashMap<u64, String>, HashMap<String, u64>) {
+    let mut a = HashMap::new();
+    let mut b = HashMap::new();
+    for t in named_tensors(model) {
+        if let Some(id) = t.param_id {
+            a.insert(id, t.name.clone());
+            b.insert(t.name, id);
+        }
+    }
+    (a, b)
+}
+
+/// Write a checkpoint atomically.
+pub fn save<M: Module + ModuleSnapshot>(
+    path: &Path,
+    model: &M,
+    opt: &Optimizer,
+    meta: &CheckpointMeta,
+) -> Result<(), String> {
+    let err = |e: String| format!("{}: cannot write checkpoint: {e}", path.display());
+    let tensors = named_tensors(model);
+    let (names, _) = param_names(model);
+    let optim = opt.export(&names);
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for t in tensors {
+        owned.push((format!("model.{}", t.name), t.shape, f32_bytes(&t.values)));
+    }
+    let mut meta = meta.clone();
+    meta.optim_steps.clear();
+    for (name, step, ts) in optim {
+        meta.optim_steps.insert(name.clone(), step);
+        for (i, v) in ts.into_iter().enumerate() {
+            owned.push((format!("optim.{name}.{i}"), vec![v.len()], f32_bytes(&v)));
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .expect("consistent sizes"),
+            )
+        })
+        .collect();
+    let mut md = HashMap::new();
+    md.insert(
+        "statten".to_string(),
+        serde_json::to_string(&meta).map_err(|e| err(e.to_string()))?,
+    );
+    let bytes = safetensors::tensor::serialize(views, Some(md)).map_err(|e| err(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+}
+
+/// Read only the metadata of a checkpoint.
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("{}: cannot read checkpoint: {e}", path.display()))?;
+    meta_of(&bytes, path)
+}
+
+fn meta_of(bytes: &[u8], path: &Path) -> Result<CheckpointMeta, String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("{}: not a statten checkpoint: {e}", path.display()))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("statten"))
+        .ok_or_else(|| format!("{}: not a statten checkpoint (no `statten` metadata); for reference weights use --weights", path.display()))?;
+    serde_json::from_str(json)
+        .map_err(|e| format!("{}: corrupt checkpoint metadata: {e}", path.display()))
+}
+
+/// Load a checkpoint into `model` and `opt`; returns its metadata.
+pub fn load<M: Module + ModuleSnapshot>(
+    path: &Path,
+    model: &mut M,
+    opt: Option<&mut Optimizer>,
+    device: &Device,
+) -> Result<CheckpointMeta, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("{}: cannot read checkpoint: {e}", path.display()))?;
+    let meta = meta_of(&bytes, path)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut model_views = Vec::new();
+    let mut optim: HashMap<String, Vec<(usize, Vec<f32>)>> = HashMap::new();
+    for (name, view) in st.tensors() {
+        if let Some(k) = name.strip_prefix("model.") {
+            model_views.push((k.to_string(), view));
+        } else if let Some(rest) = name.strip_prefix("optim.") {
+            let (pname, idx) = rest
+                .rsplit_once('.')
+                .ok_or_else(|| format!("{}: bad tensor name {name}", path.display()))?;
+            let idx: usize = idx
+                .parse()
+                .map_err(|_| format!("{}: bad tensor name {name}", path.display()))?;
+            let v = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            optim.entry(pname.to_string()).or_default().push((idx, v));
+        }
+    }
+    let model_bytes = safetensors::tensor::serialize(model_views, None)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    load_reference_bytes(model, model_bytes, path).map_err(|e| e.to_string())?;
+    if let Some(opt) = opt {
+        let (_, ids) = param_names(&*model);
+        let entries = optim
+            .into_iter()
+            .map(|(name, mut ts)| {
+                ts.sort_by_key(|t| t.0);
+                let step = meta.optim_steps.get(&name).copied().unwrap_or(0);
+                (name, step, ts.into_iter().map(|t| t.1).collect())
+            })
+            .collect();
+        opt.import(entries, &ids, device)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(meta)
+}

@@ -1,0 +1,369 @@
+//! The run configuration: one TOML file with `[model]`, `[data]`, `[optimizer]`, `[schedule]`,
+//! `[loss]` and `[train]` tables.
+//!
+//! Every table starts from defaults (the model from its `preset`, the data from the dataset's
+//! reference recipe) and the keys given override them. An unknown key is an error naming it and
+//! the closest valid key. `--set a.b=value` overrides any key from the command line (the value is
+//! read as TOML, or as a string when it is not valid TOML). The resolved configuration is written
+//! into the run directory as `config.toml`.
+
+use serde::{Deserialize, Serialize};
+use statten_core::models::ModelConfig;
+use statten_data::config::{closest, merge_checked, DataConfig};
+use statten_data::mixup::MixupConfig;
+
+use crate::optim::OptimizerConfig;
+use crate::schedule::ScheduleConfig;
+
+/// Which loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// As the reference chooses: soft-target CE when mixup is on, TET when the model is TET,
+    /// else label-smoothing CE.
+    Auto,
+    /// Cross-entropy with label smoothing.
+    Ce,
+    /// Soft-target cross-entropy (mixup targets).
+    SoftTarget,
+    /// TET: per-timestep CE plus λ·MSE to `means`.
+    Tet,
+}
+
+/// The `[loss]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// auto, ce, soft-target or tet.
+    pub kind: LossKind,
+    /// Label smoothing ε.
+    pub label_smoothing: f64,
+    /// TET λ.
+    pub tet_lambda: f64,
+    /// TET MSE target.
+    pub tet_means: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            kind: LossKind::Auto,
+            label_smoothing: 0.1,
+            tet_lambda: 0.001,
+            tet_means: 1.0,
+        }
+    }
+}
+
+/// The `[train]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Epochs to run; 0 = the schedule's `epochs + cooldown_epochs`.
+    pub epochs: usize,
+    /// Batch size (per device).
+    pub batch_size: usize,
+    /// Eval batch size (0 = batch_size).
+    pub eval_batch_size: usize,
+    /// Seed of initialisation, data order, augmentation and mixup.
+    pub seed: u64,
+    /// Evaluate every N epochs (and always after the last).
+    pub eval_interval: usize,
+    /// Keep a checkpoint every N epochs besides `last` and `best` (0 = none).
+    pub checkpoint_every: usize,
+    /// Device: cpu, flex, ndarray or wgpu.
+    pub device: String,
+    /// Data-parallel devices, e.g. `["cpu", "cpu"]` (empty = just `device`).
+    pub devices: Vec<String>,
+    /// Stop each epoch after this many batches (0 = all), for quick checks.
+    pub max_batches: usize,
+    /// Draw the learning-curve PNG each epoch.
+    pub plot: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 0,
+            batch_size: 64,
+            eval_batch_size: 0,
+            seed: 42,
+            eval_interval: 1,
+            checkpoint_every: 0,
+            device: "cpu".into(),
+            devices: Vec::new(),
+            max_batches: 0,
+            plot: true,
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The model.
+    pub model: ModelConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// The loss.
+    pub loss: LossConfig,
+    /// Loop settings.
+    pub train: TrainConfig,
+}
+
+const TABLES: [&str; 6] = ["model", "data", "optimizer", "schedule", "loss", "train"];
+
+fn section<T: Serialize + for<'de> Deserialize<'de>>(
+    default: T,
+    raw: &toml::Table,
+    name: &str,
+) -> Result<T, String> {
+    let over = match raw.get(name) {
+        None => return Ok(default),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err(format!("`{name}` must be a table ([{name}])")),
+    };
+    let base = toml::Table::try_from(&default).map_err(|e| e.to_string())?;
+    let merged = merge_checked(base, over, name)?;
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("{name}: {}", e.message().trim()))
+}
+
+/// Apply `a.b.c=value` to a raw table.
+pub fn apply_set(raw: &mut toml::Table, assignment: &str) -> Result<(), String> {
+    let (key, value) = assignment
+        .split_once('=')
+        .ok_or_else(|| format!("--set `{assignment}`: expected key=value"))?;
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t.remove("v").unwrap(),
+        Err(_) => toml::Value::String(value.to_string()),
+    };
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut cur = raw;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("--set `{key}`: `{p}` is not a table")),
+        };
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+impl RunConfig {
+    /// Parse TOML text with `--set` overrides applied first.
+    pub fn parse(text: &str, sets: &[String]) -> Result<Self, String> {
+        let mut raw: toml::Table =
+            toml::from_str(text).map_err(|e| format!("invalid TOML: {e}"))?;
+        for s in sets {
+            apply_set(&mut raw, s)?;
+        }
+        Self::from_table(&raw)
+    }
+
+    /// Build from a parsed table.
+    pub fn from_table(raw: &toml::Table) -> Result<Self, String> {
+        for k in raw.keys() {
+            if !TABLES.contains(&k.as_str()) {
+                let hint = closest(k, TABLES)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "unknown key `{k}`{hint}; a run config has the tables {}",
+                    TABLES.join(", ")
+                ));
+            }
+        }
+        let model = match raw.get("model") {
+            Some(toml::Value::Table(t)) => {
+                let mut t = t.clone();
+                let base = match t.remove("preset") {
+                    Some(toml::Value::String(p)) => {
+                        ModelConfig::preset(&p).map_err(|e| e.to_string())?
+                    }
+                    Some(_) => return Err("model.preset: must be a string".into()),
+                    None => ModelConfig::default(),
+                };
+                let table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+                let merged = merge_checked(table, &t, "model")?;
+                toml::Value::Table(merged)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| format!("model: {}", e.message().trim()))?
+            }
+            Some(_) => return Err("`model` must be a table".into()),
+            None => return Err("missing [model] table (e.g. preset = \"cifar10-2-512\")".into()),
+        };
+        let data = match raw.get("data") {
+            Some(toml::Value::Table(t)) => DataConfig::from_table(t)?,
+            Some(_) => return Err("`data` must be a table".into()),
+            None => return Err("missing [data] table (e.g. dataset = \"cifar10\")".into()),
+        };
+        let cfg = RunConfig {
+            model,
+            data,
+            optimizer: section(OptimizerConfig::default(), raw, "optimizer")?,
+            schedule: section(ScheduleConfig::default(), raw, "schedule")?,
+            loss: section(LossConfig::default(), raw, "loss")?,
+            train: section(TrainConfig::default(), raw, "train")?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read a config file.
+    pub fn load(path: &std::path::Path, sets: &[String]) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text, sets).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The resolved config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    /// Epochs the run lasts.
+    pub fn total_epochs(&self) -> usize {
+        if self.train.epochs > 0 {
+            self.train.epochs
+        } else {
+            self.schedule.total_epochs()
+        }
+    }
+
+    /// The mixup settings in effect (with the loss's label smoothing).
+    pub fn mixup(&self) -> MixupConfig {
+        MixupConfig {
+            label_smoothing: self.loss.label_smoothing,
+            ..self.data.mixup.clone()
+        }
+    }
+
+    /// The loss that will be used.
+    pub fn loss_kind(&self) -> LossKind {
+        match self.loss.kind {
+            LossKind::Auto if self.model.tet => LossKind::Tet,
+            LossKind::Auto if self.data.mixup.active() => LossKind::SoftTarget,
+            LossKind::Auto => LossKind::Ce,
+            k => k,
+        }
+    }
+
+    /// Cross-section checks: the model must fit the data.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate().map_err(|e| e.to_string())?;
+        let m = &self.model;
+        let d = &self.data;
+        let (channels, size) = if d.dataset.is_events() {
+            if d.frame_size.0 != d.frame_size.1 {
+                return Err(format!(
+                    "data.frame_size {:?}: the models take square inputs",
+                    d.frame_size
+                ));
+            }
+            (2, d.frame_size.0)
+        } else if matches!(
+            d.dataset,
+            statten_data::config::DatasetName::FashionMnist
+                | statten_data::config::DatasetName::Mnist
+        ) {
+            (1, 28)
+        } else {
+            (3, d.transform.size)
+        };
+        if m.in_channels != channels {
+            return Err(format!(
+                "model.in_channels = {} but {:?} has {channels} channels",
+                m.in_channels, d.dataset
+            ));
+        }
+        if m.img_size != size {
+            return Err(format!(
+                "model.img_size = {} but the {:?} samples are {size}×{size}",
+                m.img_size, d.dataset
+            ));
+        }
+        if m.num_classes != d.dataset.num_classes() {
+            return Err(format!(
+                "model.num_classes = {} but {:?} has {} classes",
+                m.num_classes,
+                d.dataset,
+                d.dataset.num_classes()
+            ));
+        }
+        if m.dvs != d.dataset.is_events() {
+            return Err(format!(
+                "model.dvs = {} does not match {:?}",
+                m.dvs, d.dataset
+            ));
+        }
+        if self.train.batch_size == 0 {
+            return Err("train.batch_size must be positive".into());
+        }
+        if d.mixup.active() && self.train.batch_size % 2 != 0 {
+            return Err(format!("train.batch_size = {} must be even with mixup (timm mixes each batch with its mirror)", self.train.batch_size));
+        }
+        if self.loss_kind() == LossKind::Tet && !m.tet {
+            return Err("loss.kind = \"tet\" needs model.tet = true (per-timestep logits)".into());
+        }
+        if self.optimizer.lr <= 0.0 {
+            return Err("optimizer.lr must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CIFAR: &str = "[model]\npreset = \"cifar10-2-512\"\n[data]\ndataset = \"cifar10\"\n";
+
+    #[test]
+    fn defaults_follow_the_recipe_and_sets_override() {
+        let c = RunConfig::parse(
+            CIFAR,
+            &["train.batch_size=32".into(), "optimizer.lr=1e-3".into()],
+        )
+        .unwrap();
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(c.optimizer.lr, 1e-3);
+        assert_eq!(c.total_epochs(), 210);
+        assert_eq!(c.loss_kind(), LossKind::SoftTarget);
+        // The resolved config parses back to itself.
+        assert_eq!(RunConfig::parse(&c.to_toml(), &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_keys_and_shapes_are_named() {
+        let e = RunConfig::parse(&format!("{CIFAR}[optimizer]\nweight_decai = 0.1\n"), &[])
+            .unwrap_err();
+        assert!(
+            e.contains("optimizer.weight_decai") && e.contains("optimizer.weight_decay"),
+            "{e}"
+        );
+        let e = RunConfig::parse(&format!("{CIFAR}[trian]\nepochs = 1\n"), &[]).unwrap_err();
+        assert!(e.contains("trian") && e.contains("train"), "{e}");
+        let e = RunConfig::parse(
+            "[model]\npreset = \"cifar10-2-512\"\nchunk_size = 3\n[data]\ndataset = \"cifar10\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("chunk_size"), "{e}");
+        let e = RunConfig::parse(
+            "[model]\npreset = \"cifar10-2-512\"\n[data]\ndataset = \"cifar100\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("num_classes"), "{e}");
+        let e = RunConfig::parse(CIFAR, &["train.batch_size=33".into()]).unwrap_err();
+        assert!(e.contains("even"), "{e}");
+    }
+}
