@@ -58,10 +58,7 @@ fn main() -> Result<(), String> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let configs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
-    println!(
-        "{:<28} {:>8} {:>8}  {}",
-        "config", "paper", "ours", "status"
-    );
+    println!("{:<28} {:>8} {:>8}  status", "config", "paper", "ours");
     for (name, paper, source) in ROWS {
         let cfg = RunConfig::load(&configs.join(format!("{name}.toml")), &[])?;
         let root = cfg.data.resolved_root().map_err(|e| e.to_string())?;

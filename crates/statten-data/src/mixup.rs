@@ -82,7 +82,7 @@ pub fn mix_batch(
     rng: &mut Rng,
 ) -> Result<(Vec<f32>, MixInfo), String> {
     let b = batch.len();
-    if b % 2 != 0 {
+    if !b.is_multiple_of(2) {
         return Err(format!(
             "mixup needs an even batch size, got {b} (set loader drop_last or an even batch_size)"
         ));

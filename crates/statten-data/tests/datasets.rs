@@ -501,7 +501,7 @@ fn flat_cmyk_jpeg(cmyk: [u8; 4]) -> Vec<u8> {
     // Entropy-coded MCU: per component DC = 8·(s − 128), then EOB.
     let mut acc: u128 = 0;
     let mut n = 0u32;
-    let mut push = |acc: &mut u128, n: &mut u32, v: u128, len: u32| {
+    let push = |acc: &mut u128, n: &mut u32, v: u128, len: u32| {
         *acc = (*acc << len) | (v & ((1 << len) - 1));
         *n += len;
     };

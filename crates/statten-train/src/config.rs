@@ -307,7 +307,7 @@ impl RunConfig {
         if self.train.batch_size == 0 {
             return Err("train.batch_size must be positive".into());
         }
-        if d.mixup.active() && self.train.batch_size % 2 != 0 {
+        if d.mixup.active() && !self.train.batch_size.is_multiple_of(2) {
             return Err(format!("train.batch_size = {} must be even with mixup (timm mixes each batch with its mirror)", self.train.batch_size));
         }
         if self.loss_kind() == LossKind::Tet && !m.tet {

@@ -1,6 +1,6 @@
-//! Energy estimate of spiking inference (spec §5.3): `E = E_MAC · MACs(first real-valued conv)
-//! + E_AC · SOPs`, with `SOPs = firing rate × MACs` of the spike-driven layers (MACs already
-//! summed over T) and E_MAC = 4.6 pJ, E_AC = 0.9 pJ (45 nm). The firing rate is the mean over all
+//! Energy estimate of spiking inference (spec §5.3):
+//! `E = E_MAC · MACs(first real-valued conv) + E_AC · SOPs`, with `SOPs = firing rate × MACs` of
+//! the spike-driven layers (MACs already summed over T) and E_MAC = 4.6 pJ, E_AC = 0.9 pJ (45 nm). The firing rate is the mean over all
 //! spiking layers weighted by their element counts, measured on the eval set; the STAtten
 //! attention term (KᵀV per chunk and Q·(KᵀV)) is part of the spike-driven MACs.
 

@@ -29,7 +29,10 @@ fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb<u
     }
 }
 
-fn panel(img: &mut RgbImage, x0: f64, series: &[(Vec<(f64, f64)>, Rgb<u8>)], epochs: f64) {
+/// A curve: (epoch, value) points and its colour.
+type Series = (Vec<(f64, f64)>, Rgb<u8>);
+
+fn panel(img: &mut RgbImage, x0: f64, series: &[Series], epochs: f64) {
     let (pw, ph, top) = (W as f64 / 2.0 - 60.0, H as f64 - 60.0, 30.0);
     let left = x0 + 40.0;
     let vals: Vec<f64> = series

@@ -178,8 +178,11 @@ fn append_jsonl(path: &Path, v: &serde_json::Value) -> Result<(), String> {
     writeln!(f, "{v}").map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A train and a test dataset.
+pub type TrainTest = (Arc<dyn Dataset>, Arc<dyn Dataset>);
+
 /// Build the train and test datasets of a config.
-pub fn datasets(cfg: &RunConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>), String> {
+pub fn datasets(cfg: &RunConfig) -> Result<TrainTest, String> {
     let t = cfg.model.time_steps;
     let train = cfg.data.build(Split::Train, t).map_err(|e| e.to_string())?;
     let test = cfg.data.build(Split::Test, t).map_err(|e| e.to_string())?;

@@ -53,7 +53,7 @@ pub fn parse_aedat2(bytes: &[u8], path: &Path) -> Result<Events> {
     }
     let start = header_len(bytes);
     let data = &bytes[start..];
-    if data.len() % 8 != 0 {
+    if !data.len().is_multiple_of(8) {
         return Err(DataError::new(
             path,
             format!(

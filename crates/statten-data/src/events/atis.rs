@@ -11,7 +11,7 @@ use crate::error::{DataError, Result};
 
 /// Parse 40-bit ATIS bytes; `path` names the file in errors.
 pub fn parse_atis_bin(bytes: &[u8], path: &Path) -> Result<Events> {
-    if bytes.len() % 5 != 0 {
+    if !bytes.len().is_multiple_of(5) {
         return Err(DataError::new(
             path,
             format!(
