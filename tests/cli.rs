@@ -3,20 +3,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-fn statten(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_statten"))
-        .args(args)
-        .output()
-        .expect("run statten");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use common::statten;
 
 #[test]
 fn parity_passes_on_a_shipped_fixture() {

@@ -60,3 +60,17 @@ pub fn check_parity(name: &str, device: burn::tensor::Device) {
         "{name}: a group compared nothing"
     );
 }
+
+/// Run the `statten` binary; returns (success, stdout + stderr).
+pub fn statten(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statten"))
+        .args(args)
+        .output()
+        .expect("run statten");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

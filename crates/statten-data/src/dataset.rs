@@ -37,6 +37,16 @@ pub trait Dataset: Send + Sync {
     fn get(&self, index: usize, rng: &mut Rng) -> Result<Sample>;
 }
 
+/// The entries of `dir` sorted by file name in byte order (Python's `sorted()`, as
+/// torchvision's and SpikingJelly's folder datasets use).
+pub fn sorted_entries(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| crate::DataError::new(dir, format!("cannot list folder: {e}")))?;
+    let mut v: Vec<std::path::PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(v)
+}
+
 /// Per-class counts of a dataset, from [`Dataset::label`].
 pub fn class_counts(ds: &dyn Dataset) -> Vec<usize> {
     let mut c = vec![0usize; ds.num_classes()];

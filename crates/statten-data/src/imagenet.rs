@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::cifar::Split;
-use crate::dataset::{Dataset, Sample};
+use crate::dataset::{sorted_entries, Dataset, Sample};
 use crate::error::{DataError, Result};
 use crate::image_ops::Rgb8;
 use crate::rng::Rng;
@@ -30,14 +30,6 @@ fn is_image(p: &Path) -> bool {
         && p.extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| IMG_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| DataError::new(dir, format!("cannot list folder: {e}")))?;
-    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(v)
 }
 
 /// Read a class list: `synsets.tsv` lines `index<TAB>wnid<TAB>names`, or one name per line.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cifar::Split;
-use crate::dataset::{Dataset, Sample};
+use crate::dataset::{sorted_entries, Dataset, Sample};
 use crate::error::{DataError, Result};
 use crate::events::augment::{augment_frames, EventAugConfig};
 use crate::events::frames::{integrate, EmptyWindow, Frames, SplitBy};
@@ -155,27 +155,18 @@ pub struct EventFolderDataset {
     aug: EventAugConfig,
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| DataError::new(dir, format!("cannot list folder: {e}")))?;
-    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    // Byte order of the names, as Python's sorted().
-    v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(v)
-}
-
 fn class_files(root: &Path, ext: &str) -> Result<Vec<(String, Vec<PathBuf>)>> {
     if !root.is_dir() {
         return Err(DataError::new(root, "dataset folder not found"));
     }
     let mut out = Vec::new();
     let mut zips = 0;
-    for p in list_dir(root)? {
+    for p in sorted_entries(root)? {
         let hidden = p
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if p.is_dir() && !hidden {
-            let files: Vec<PathBuf> = list_dir(&p)?
+            let files: Vec<PathBuf> = sorted_entries(&p)?
                 .into_iter()
                 .filter(|f| {
                     f.is_file() && f.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
