@@ -79,6 +79,10 @@ enum Command {
         /// Device: cpu, flex, ndarray or wgpu (overrides train.device).
         #[arg(long)]
         device: Option<DeviceName>,
+        /// Data parallel over these device indices of --device's kind, e.g. `--devices 0,1`
+        /// (overrides train.devices).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<usize>,
         /// Dataset folder (overrides data.root).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -228,6 +232,7 @@ fn run_train(
     config: PathBuf,
     sets: Vec<String>,
     device: Option<DeviceName>,
+    devices: Vec<usize>,
     data_dir: Option<PathBuf>,
     output: Option<PathBuf>,
     resume: Option<PathBuf>,
@@ -235,6 +240,12 @@ fn run_train(
 ) -> Result<(), String> {
     let mut cfg = RunConfig::load(&config, &sets)?;
     apply_cli_overrides(&mut cfg, device, data_dir);
+    if !devices.is_empty() {
+        cfg.train.devices = devices
+            .iter()
+            .map(|i| format!("{}:{i}", cfg.train.device))
+            .collect();
+    }
     let output = match (&output, &resume) {
         (Some(o), _) => o.clone(),
         (None, Some(_)) => PathBuf::from("runs").join(config.file_stem().unwrap_or_default()),
@@ -585,11 +596,14 @@ fn main() -> ExitCode {
             config,
             sets,
             device,
+            devices,
             data_dir,
             output,
             resume,
             quiet,
-        } => match run_train(config, sets, device, data_dir, output, resume, quiet) {
+        } => match run_train(
+            config, sets, device, devices, data_dir, output, resume, quiet,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

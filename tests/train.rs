@@ -207,3 +207,46 @@ fn bad_configs_give_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn data_parallel_over_two_cpu_devices_learns_as_one_device() {
+    let one = RunConfig::parse(TINY, &["train.plot=false".into()]).unwrap();
+    let two = RunConfig::parse(
+        TINY,
+        &[
+            "train.plot=false".into(),
+            "train.devices=[\"cpu:0\", \"cpu:1\"]".into(),
+        ],
+    )
+    .unwrap();
+    let a = train(
+        &one,
+        &RunOptions {
+            output: tmp("dp1"),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let b = train(
+        &two,
+        &RunOptions {
+            output: tmp("dp2"),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (ta, tb) = (
+        a.history.last().unwrap().eval_top1,
+        b.history.last().unwrap().eval_top1,
+    );
+    println!("single device {ta:.2} %, two devices {tb:.2} %");
+    assert!(tb >= 60.0, "data-parallel run reached only {tb:.2} %");
+    assert!(
+        (ta - tb).abs() <= 10.0,
+        "single {ta:.2} % vs data parallel {tb:.2} %"
+    );
+    // The first epoch's training loss is close: same data, same initial weights, gradients of
+    // the same mean loss (only the BatchNorm batch statistics differ, per half batch).
+    let (la, lb) = (a.history[0].train_loss, b.history[0].train_loss);
+    assert!((la - lb).abs() < 0.15, "epoch-0 train loss {la} vs {lb}");
+}

@@ -73,7 +73,8 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Device: cpu, flex, ndarray or wgpu.
     pub device: String,
-    /// Data-parallel devices, e.g. `["cpu", "cpu"]` (empty = just `device`).
+    /// Data-parallel devices, e.g. `["wgpu", "wgpu:1"]` or `["cpu", "cpu"]`: each batch is split
+    /// over them and the gradients summed on the first (empty = just `device`).
     pub devices: Vec<String>,
     /// Stop each epoch after this many batches (0 = all), for quick checks.
     pub max_batches: usize,

@@ -28,9 +28,23 @@ use crate::loss::{cross_entropy, soft_target_cross_entropy, tet_loss};
 use crate::metrics::{top1_top5, Mean};
 use crate::optim::{clip_grad_norm, Optimizer};
 
-/// The Burn device for a name (`cpu` = flex).
+/// The Burn device for a name (`cpu` = flex). `wgpu:N` selects the N-th discrete GPU; `cpu:N`
+/// is the CPU again (data-parallel tests on one machine).
 pub fn device_from_name(name: &str) -> Result<Device, String> {
-    match name.to_ascii_lowercase().as_str() {
+    let lower = name.to_ascii_lowercase();
+    if let Some((kind, idx)) = lower.split_once(':') {
+        let i: usize = idx
+            .parse()
+            .map_err(|_| format!("device `{name}`: `{idx}` is not an index"))?;
+        return match kind {
+            "cpu" | "flex" => Ok(Device::flex()),
+            #[allow(deprecated)]
+            "ndarray" => Ok(Device::ndarray()),
+            "wgpu" | "gpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i))),
+            o => Err(format!("unknown device `{o}` (cpu, flex, ndarray, wgpu)")),
+        };
+    }
+    match lower.as_str() {
         "cpu" | "flex" => Ok(Device::flex()),
         #[allow(deprecated)]
         "ndarray" => Ok(Device::ndarray()),
@@ -199,10 +213,167 @@ fn workers(cfg: &RunConfig) -> usize {
     }
 }
 
+/// Loss of `model` on batch `b` (scaled by `scale`), its gradients, and the number of top-1
+/// hits against `labels`.
+#[allow(clippy::too_many_arguments)]
+fn step_grads(
+    model: &StattenModel,
+    b: &HostBatch,
+    labels: &[usize],
+    soft: Option<&[f32]>,
+    cfg: &RunConfig,
+    loss_kind: LossKind,
+    device: &Device,
+    scale: f64,
+) -> (f64, usize, GradientsParams) {
+    let t = cfg.model.time_steps;
+    let k = cfg.model.num_classes;
+    let x = to_input(b, device).encode(t);
+    let mut mon = Monitor::disabled();
+    let targets = b.targets(device);
+    let (loss, logits) = match loss_kind {
+        LossKind::Tet => {
+            let out = model.forward_time(x, &mut mon);
+            let [_, bb, kk] = out.dims();
+            let logits = out.clone().mean_dim(0).reshape([bb, kk]);
+            let l = tet_loss(
+                out,
+                targets,
+                cfg.loss.label_smoothing,
+                cfg.loss.tet_lambda,
+                cfg.loss.tet_means,
+            );
+            (l, logits)
+        }
+        LossKind::SoftTarget => {
+            let logits = model.forward(x, &mut mon);
+            let s = soft.expect("soft targets").to_vec();
+            let st: Tensor<2> = Tensor::from_data(TensorData::new(s, [b.len(), k]), device);
+            (soft_target_cross_entropy(logits.clone(), st), logits)
+        }
+        LossKind::Ce | LossKind::Auto => {
+            let logits = model.forward(x, &mut mon);
+            (
+                cross_entropy(logits.clone(), targets, cfg.loss.label_smoothing),
+                logits,
+            )
+        }
+    };
+    let loss = if scale != 1.0 {
+        loss.mul_scalar(scale)
+    } else {
+        loss
+    };
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    let correct = top1_top5(logits.inner(), labels).0;
+    (loss.into_scalar::<f64>(), correct, grads)
+}
+
+/// Rows `[a, b)` of a batch.
+fn rows(b: &HostBatch, a: usize, e: usize) -> HostBatch {
+    let per = b.data.len() / b.len().max(1);
+    let mut shape = b.shape.clone();
+    shape[0] = e - a;
+    HostBatch {
+        data: b.data[a * per..e * per].to_vec(),
+        shape,
+        labels: b.labels[a..e].to_vec(),
+        indices: b.indices[a..e].to_vec(),
+    }
+}
+
+/// Data parallel step: the batch is split into contiguous parts, one per device; each part's
+/// loss is scaled by its share of the batch, so the summed gradients equal the whole batch's
+/// mean-loss gradients. Replica 0 shares the main model's BatchNorm running statistics, the
+/// others use batch statistics of their own part and are re-created from the main model every
+/// step — PyTorch DDP without SyncBN (buffers broadcast from rank 0).
+#[allow(clippy::too_many_arguments)]
+fn data_parallel_grads(
+    model: &StattenModel,
+    b: &HostBatch,
+    labels: &[usize],
+    soft: Option<&[f32]>,
+    cfg: &RunConfig,
+    loss_kind: LossKind,
+    devices: &[Device],
+    main: &Device,
+) -> (f64, usize, GradientsParams) {
+    let n = b.len();
+    let k = cfg.model.num_classes;
+    let parts = devices.len().min(n).max(1);
+    let mut total = GradientsParams::new();
+    let (mut loss, mut correct) = (0.0, 0);
+    for (i, dev) in devices.iter().take(parts).enumerate() {
+        let (a, e) = (i * n / parts, (i + 1) * n / parts);
+        if a == e {
+            continue;
+        }
+        let part = rows(b, a, e);
+        let sp = soft.map(|s| &s[a * k..e * k]);
+        let replica = if i == 0 {
+            model.clone()
+        } else {
+            model.clone().fork(dev)
+        };
+        let (l, c, g) = step_grads(
+            &replica,
+            &part,
+            &labels[a..e],
+            sp,
+            cfg,
+            loss_kind,
+            dev,
+            (e - a) as f64 / n as f64,
+        );
+        let g = g.to_device(main, &replica);
+        add_grads(model, &mut total, g);
+        loss += l;
+        correct += c;
+    }
+    (loss, correct, total)
+}
+
+/// `into += from`, parameter by parameter.
+fn add_grads<M: burn::module::Module>(
+    module: &M,
+    into: &mut GradientsParams,
+    from: GradientsParams,
+) {
+    struct Add<'a> {
+        into: &'a mut GradientsParams,
+        from: GradientsParams,
+    }
+    impl burn::module::ModuleVisitor for Add<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            if let Some(g) = self.from.remove::<D>(p.id) {
+                let sum = match self.into.remove::<D>(p.id) {
+                    Some(acc) => acc + g,
+                    None => g,
+                };
+                self.into.register::<D>(p.id, sum);
+            }
+        }
+    }
+    module.visit(&mut Add { into, from });
+}
+
 /// Train as configured.
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
     let base = device_from_name(&cfg.train.device)?;
     let ad = base.clone().autodiff();
+    // Data parallel: the batch is split over these devices (the first is the main device).
+    let replicas: Vec<Device> = cfg
+        .train
+        .devices
+        .iter()
+        .map(|d| device_from_name(d).map(|d| d.autodiff()))
+        .collect::<Result<_, _>>()?;
+    let ad = replicas.first().cloned().unwrap_or(ad);
+    let base = if replicas.is_empty() {
+        base
+    } else {
+        device_from_name(&cfg.train.devices[0])?
+    };
     let (train_ds, test_ds) = datasets(cfg)?;
     let mixup = cfg.mixup();
     let loss_kind = cfg.loss_kind();
@@ -331,55 +502,42 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             } else {
                 None
             };
-            let x = to_input(&b, &ad).encode(t);
-            let mut mon = Monitor::disabled();
-            let targets = b.targets(&ad);
-            let (loss, logits) = match loss_kind {
-                LossKind::Tet => {
-                    let out = model.forward_time(x, &mut mon);
-                    let [tt, bb, kk] = out.dims();
-                    let logits = out.clone().mean_dim(0).reshape([bb, kk]);
-                    let _ = tt;
-                    (
-                        tet_loss(
-                            out,
-                            targets,
-                            cfg.loss.label_smoothing,
-                            cfg.loss.tet_lambda,
-                            cfg.loss.tet_means,
-                        ),
-                        logits,
-                    )
-                }
-                LossKind::SoftTarget => {
-                    let logits = model.forward(x, &mut mon);
-                    let s = soft.clone().expect("soft targets");
-                    let st: Tensor<2> = Tensor::from_data(TensorData::new(s, [b.len(), k]), &ad);
-                    (soft_target_cross_entropy(logits.clone(), st), logits)
-                }
-                LossKind::Ce | LossKind::Auto => {
-                    let logits = model.forward(x, &mut mon);
-                    (
-                        cross_entropy(logits.clone(), targets, cfg.loss.label_smoothing),
-                        logits,
-                    )
-                }
+            let (lv, correct, grads) = if replicas.len() <= 1 {
+                step_grads(
+                    &model,
+                    &b,
+                    &labels,
+                    soft.as_deref(),
+                    cfg,
+                    loss_kind,
+                    &ad,
+                    1.0,
+                )
+            } else {
+                data_parallel_grads(
+                    &model,
+                    &b,
+                    &labels,
+                    soft.as_deref(),
+                    cfg,
+                    loss_kind,
+                    &replicas,
+                    &ad,
+                )
             };
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             let grads = if cfg.optimizer.clip_grad > 0.0 {
                 clip_grad_norm(&model, grads, cfg.optimizer.clip_grad).0
             } else {
                 grads
             };
             model = opt.step(lr, model, grads);
-            let lv = loss.into_scalar::<f64>();
             if !lv.is_finite() {
                 return Err(format!(
                     "epoch {epoch} batch {i}: loss is {lv} (diverged); lower optimizer.lr"
                 ));
             }
             tl.add(lv, b.len());
-            tc += top1_top5(logits.inner(), &labels).0;
+            tc += correct;
             tn += b.len();
             images += b.len();
             let rate = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
