@@ -250,3 +250,35 @@ fn data_parallel_over_two_cpu_devices_learns_as_one_device() {
     let (la, lb) = (a.history[0].train_loss, b.history[0].train_loss);
     assert!((la - lb).abs() < 0.15, "epoch-0 train loss {la} vs {lb}");
 }
+
+#[test]
+fn one_epoch_trains_on_wgpu() {
+    if std::env::var_os("STATTEN_SKIP_WGPU").is_some() {
+        eprintln!("STATTEN_SKIP_WGPU set: skipping");
+        return;
+    }
+    // On CI this is Mesa's software Vulkan: it checks the code path, not speed.
+    let cfg = RunConfig::parse(
+        TINY,
+        &[
+            "train.device=\"wgpu\"".into(),
+            "data.train_limit=32".into(),
+            "data.test_limit=32".into(),
+            "schedule.epochs=1".into(),
+            "train.plot=false".into(),
+        ],
+    )
+    .unwrap();
+    let s = train(
+        &cfg,
+        &RunOptions {
+            output: tmp("wgpu"),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = &s.history[0];
+    println!("wgpu epoch: {r:?}");
+    assert!(r.train_loss.is_finite() && r.eval_loss.is_finite());
+    assert!(r.eval_top1 >= 0.0 && r.images_per_s > 0.0);
+}
