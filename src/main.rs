@@ -344,7 +344,11 @@ fn run_configs(dir: PathBuf) -> Result<(), String> {
             .unwrap_or("")
             .trim_start_matches('#')
             .trim();
-        println!("{:<44} {desc}", f.display());
+        // A closed pipe (`statten configs | head`) ends the listing quietly.
+        let line = format!("{:<44} {desc}\n", f.display());
+        if std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes()).is_err() {
+            break;
+        }
     }
     Ok(())
 }
