@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use statten_data::cifar::{read_records, CifarKind, CifarSet, CIFAR10_MEAN, CIFAR10_STD};
+use statten_data::cifar::{read_records, CifarKind, CifarSet};
 use statten_data::events::frames::{integrate, EmptyWindow, SplitBy};
 use statten_data::image_ops::Rgb8;
 use statten_data::imagenet::{decode_image, ImageFolder};
@@ -89,16 +89,10 @@ fn cifar(c: &mut Criterion) {
         &mut set,
     )
     .unwrap();
-    let cfg = ImageTransformConfig {
-        size: 32,
-        scale: (1.0, 1.0),
-        ratio: (1.0, 1.0),
-        auto_augment: "rand-m9-n1-mstd0.4-inc1".into(),
-        crop_pct: 1.0,
-        mean: CIFAR10_MEAN.to_vec(),
-        std: CIFAR10_STD.to_vec(),
-        ..Default::default()
-    };
+    // The reference CIFAR-10 recipe's pipeline, as `[data] dataset = "cifar10"` gives it.
+    let cfg =
+        statten_data::config::DataConfig::defaults(statten_data::config::DatasetName::Cifar10)
+            .transform;
     let tr = ImageTransform::new(cfg, true).unwrap();
     let mut g = c.benchmark_group("cifar10_20_images");
     g.throughput(Throughput::Elements(20));

@@ -22,15 +22,10 @@ impl DeviceName {
     /// All names, for help texts.
     pub const ALL: &'static [&'static str] = &["cpu", "flex", "ndarray", "wgpu"];
 
-    /// The Burn device (without autodiff).
+    /// The Burn device (without autodiff), as `statten train` resolves the same name.
     pub fn device(&self) -> Device {
-        match self {
-            DeviceName::Cpu | DeviceName::Flex => Device::flex(),
-            // Deprecated upstream in favour of flex; kept because users compare against it.
-            #[allow(deprecated)]
-            DeviceName::NdArray => Device::ndarray(),
-            DeviceName::Wgpu => Device::wgpu(Default::default()),
-        }
+        statten_train::trainer::device_from_name(&self.to_string())
+            .expect("every DeviceName is a known device")
     }
 }
 

@@ -101,6 +101,14 @@ fn tiny_model_learns_fashion_mnist_far_above_chance() {
     )
     .unwrap();
     assert_eq!(back, cfg);
+    // The checkpoint's metadata reads from its header; reference weights are told apart.
+    let meta =
+        statten_train::checkpoint::read_meta(&out.join("checkpoints/last.safetensors")).unwrap();
+    assert_eq!(meta.epochs_done, 5);
+    assert_eq!(meta.history, s.history);
+    let e =
+        statten_train::checkpoint::read_meta(&out.join("best_weights.safetensors")).unwrap_err();
+    assert!(e.contains("not a statten checkpoint"), "{e}");
     // The exported weights load as a reference state_dict.
     let mut m = cfg.model.init(&burn::tensor::Device::flex()).unwrap();
     statten_core::checkpoint::load_reference(&mut m, &out.join("best_weights.safetensors"))

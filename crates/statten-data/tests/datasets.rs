@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use statten_data::cifar::{
-    read_records, CifarDataset, CifarKind, CifarSet, CIFAR10_MEAN, CIFAR10_STD,
-};
+use statten_data::cifar::{read_records, CifarDataset, CifarKind, CifarSet};
 use statten_data::events::aedat::encode_aedat2;
 use statten_data::events::atis::encode_atis_bin;
 use statten_data::events::Events;
@@ -375,16 +373,10 @@ fn cifar_dataset(train: bool) -> CifarDataset {
         &mut set,
     )
     .unwrap();
-    let cfg = ImageTransformConfig {
-        size: 32,
-        scale: (1.0, 1.0),
-        ratio: (1.0, 1.0),
-        auto_augment: "rand-m9-n1-mstd0.4-inc1".into(),
-        crop_pct: 1.0,
-        mean: CIFAR10_MEAN.to_vec(),
-        std: CIFAR10_STD.to_vec(),
-        ..Default::default()
-    };
+    // The reference CIFAR-10 recipe's pipeline, as `[data] dataset = "cifar10"` gives it.
+    let cfg =
+        statten_data::config::DataConfig::defaults(statten_data::config::DatasetName::Cifar10)
+            .transform;
     CifarDataset {
         set,
         transform: ImageTransform::new(cfg, train).unwrap(),

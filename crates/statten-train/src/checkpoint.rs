@@ -85,7 +85,10 @@ pub fn save<M: Module + ModuleSnapshot>(
 ) -> Result<(), String> {
     let err = |e: String| format!("{}: cannot write checkpoint: {e}", path.display());
     let tensors = named_tensors(model);
-    let (names, _) = param_names(model);
+    let names: HashMap<u64, String> = tensors
+        .iter()
+        .filter_map(|t| Some((t.param_id?, t.name.clone())))
+        .collect();
     let optim = opt.export(&names);
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for t in tensors {
@@ -123,21 +126,44 @@ pub fn save<M: Module + ModuleSnapshot>(
     std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
 }
 
-/// Read only the metadata of a checkpoint.
-pub fn read_meta(path: &Path) -> Result<CheckpointMeta, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("{}: cannot read checkpoint: {e}", path.display()))?;
-    meta_of(&bytes, path)
+/// Copy a checkpoint written by [`save`] to another name, atomically (for `best` and
+/// `epoch_NNNN`, which hold the same state as `last` when they are written).
+pub fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    let tmp = to.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::copy(from, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, to))
+        .map_err(|e| format!("{}: cannot write checkpoint: {e}", to.display()))
 }
 
+/// Read only the metadata of a checkpoint.
+/// Only the safetensors header (8-byte length + JSON) is read, not the tensors.
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta, String> {
+    use std::io::Read;
+    let err = |e: std::io::Error| format!("{}: cannot read checkpoint: {e}", path.display());
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(err)?;
+    let n = u64::from_le_bytes(len).min(100_000_000) as usize;
+    let mut head = len.to_vec();
+    head.resize(8 + n, 0);
+    f.read_exact(&mut head[8..]).map_err(err)?;
+    meta_of(&head, path)
+}
+
+/// The `statten` metadata from the start of a safetensors file (the header suffices).
 fn meta_of(bytes: &[u8], path: &Path) -> Result<CheckpointMeta, String> {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| format!("{}: not a statten checkpoint: {e}", path.display()))?;
-    let json = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("statten"))
-        .ok_or_else(|| format!("{}: not a statten checkpoint (no `statten` metadata); for reference weights use --weights", path.display()))?;
+    let not = |why: &str| format!("{}: not a statten checkpoint ({why})", path.display());
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+        .ok_or_else(|| not("too short"))?;
+    let header: serde_json::Value = bytes
+        .get(8..8usize.saturating_add(n))
+        .and_then(|h| serde_json::from_slice(h).ok())
+        .ok_or_else(|| not("no safetensors header"))?;
+    let json = header["__metadata__"]["statten"].as_str().ok_or_else(|| {
+        not("no `statten` metadata; for reference weights give `statten eval` a --config")
+    })?;
     serde_json::from_str(json)
         .map_err(|e| format!("{}: corrupt checkpoint metadata: {e}", path.display()))
 }

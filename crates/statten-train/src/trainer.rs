@@ -359,21 +359,19 @@ fn add_grads<M: burn::module::Module>(
 
 /// Train as configured.
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
-    let base = device_from_name(&cfg.train.device)?;
-    let ad = base.clone().autodiff();
-    // Data parallel: the batch is split over these devices (the first is the main device).
-    let replicas: Vec<Device> = cfg
-        .train
-        .devices
+    // Data parallel: the batch is split over `train.devices` (the first is the main device);
+    // without them, `train.device` alone.
+    let names = if cfg.train.devices.is_empty() {
+        std::slice::from_ref(&cfg.train.device)
+    } else {
+        &cfg.train.devices[..]
+    };
+    let replicas: Vec<Device> = names
         .iter()
         .map(|d| device_from_name(d).map(|d| d.autodiff()))
         .collect::<Result<_, _>>()?;
-    let ad = replicas.first().cloned().unwrap_or(ad);
-    let base = if replicas.is_empty() {
-        base
-    } else {
-        device_from_name(&cfg.train.devices[0])?
-    };
+    let base = device_from_name(&names[0])?;
+    let ad = replicas[0].clone();
     let (train_ds, test_ds) = datasets(cfg)?;
     let mixup = cfg.mixup();
     let loss_kind = cfg.loss_kind();
@@ -479,26 +477,17 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             }
             let lr = cfg.schedule.lr_for(cfg.optimizer.lr, epoch, i, nb);
             let labels = b.labels.clone();
-            let soft = if mix_on || loss_kind == LossKind::SoftTarget {
+            // Soft targets: mixed while mixup is on, else smoothed one-hot (soft-target loss
+            // after mixup's off epoch, as timm's targets without mixing).
+            let soft = if mix_on {
                 let mut mrng = Rng::derive(&[cfg.train.seed, epoch as u64, i as u64, 0x4D49_5855]);
-                let m = if mix_on {
-                    mixup.clone()
-                } else {
-                    statten_data::mixup::MixupConfig {
-                        mixup_alpha: 0.0,
-                        cutmix_alpha: 0.0,
-                        ..mixup.clone()
-                    }
-                };
-                if b.len() % 2 == 1 && !mix_on {
-                    Some(statten_data::mixup::smooth_one_hot(
-                        &b.labels,
-                        k,
-                        cfg.loss.label_smoothing,
-                    ))
-                } else {
-                    Some(mix_batch(&mut b, k, &m, &mut mrng)?.0)
-                }
+                Some(mix_batch(&mut b, k, &mixup, &mut mrng)?.0)
+            } else if loss_kind == LossKind::SoftTarget {
+                Some(statten_data::mixup::smooth_one_hot(
+                    &b.labels,
+                    k,
+                    cfg.loss.label_smoothing,
+                ))
             } else {
                 None
             };
@@ -622,9 +611,10 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             config: cfg.to_toml(),
         };
         let ck = opts.output.join("checkpoints");
-        checkpoint::save(&ck.join("last.safetensors"), &model, &opt, &meta)?;
+        let last_ck = ck.join("last.safetensors");
+        checkpoint::save(&last_ck, &model, &opt, &meta)?;
         if improved {
-            checkpoint::save(&ck.join("best.safetensors"), &model, &opt, &meta)?;
+            checkpoint::copy(&last_ck, &ck.join("best.safetensors"))?;
             statten_core::checkpoint::save_reference(
                 &model,
                 &opts.output.join("best_weights.safetensors"),
@@ -632,11 +622,9 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             .map_err(|e| e.to_string())?;
         }
         if cfg.train.checkpoint_every > 0 && (epoch + 1) % cfg.train.checkpoint_every == 0 {
-            checkpoint::save(
+            checkpoint::copy(
+                &last_ck,
                 &ck.join(format!("epoch_{:04}.safetensors", epoch + 1)),
-                &model,
-                &opt,
-                &meta,
             )?;
         }
     }
