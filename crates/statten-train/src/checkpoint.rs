@@ -49,12 +49,68 @@ pub struct CheckpointMeta {
     pub epochs_done: usize,
     /// Best eval top-1 so far.
     pub best_top1: f64,
-    /// Per-epoch history.
+    /// Per-epoch history. Stored as text rows written with Rust's exact float formatting:
+    /// serde_json's default float parser is not correctly rounded, and a resumed run must
+    /// continue from the exact history.
+    #[serde(with = "exact_history")]
     pub history: Vec<EpochRecord>,
     /// Optimizer step per parameter name.
     pub optim_steps: HashMap<String, u64>,
     /// The resolved config (TOML).
     pub config: String,
+}
+
+/// (De)serialises the history as `"epoch,train_loss,…,seconds"` rows; Rust's `f64` `Display`
+/// and `parse` round-trip exactly (including NaN for epochs without eval).
+mod exact_history {
+    use super::EpochRecord;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &[EpochRecord], s: S) -> Result<S::Ok, S::Error> {
+        let rows: Vec<String> = h
+            .iter()
+            .map(|r| {
+                format!(
+                    "{},{},{},{},{},{},{},{},{}",
+                    r.epoch,
+                    r.train_loss,
+                    r.train_top1,
+                    r.eval_loss,
+                    r.eval_top1,
+                    r.eval_top5,
+                    r.lr,
+                    r.images_per_s,
+                    r.seconds
+                )
+            })
+            .collect();
+        rows.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EpochRecord>, D::Error> {
+        let rows = Vec::<String>::deserialize(d)?;
+        rows.iter()
+            .map(|row| {
+                let bad = || serde::de::Error::custom(format!("bad history row `{row}`"));
+                let v: Vec<&str> = row.split(',').collect();
+                if v.len() != 9 {
+                    return Err(bad());
+                }
+                let f = |i: usize| v[i].parse::<f64>().map_err(|_| bad());
+                Ok(EpochRecord {
+                    epoch: v[0].parse().map_err(|_| bad())?,
+                    train_loss: f(1)?,
+                    train_top1: f(2)?,
+                    eval_loss: f(3)?,
+                    eval_top1: f(4)?,
+                    eval_top5: f(5)?,
+                    lr: f(6)?,
+                    images_per_s: f(7)?,
+                    seconds: f(8)?,
+                })
+            })
+            .collect()
+    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
