@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::monitor::Monitor;
 
+pub mod fused;
+use fused::{fused_lif, fused_supported, Charge, LifSpec, SurrogateKind};
+
 /// The surrogate gradient used in place of the Heaviside derivative.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -171,6 +174,7 @@ impl NeuronConfig {
             decay_input: self.decay_input,
             detach_reset: self.detach_reset,
             surrogate: self.surrogate,
+            fused: true,
             name: name.into(),
         }
     }
@@ -190,6 +194,8 @@ pub struct MultiStepNeuron {
     detach_reset: bool,
     #[module(skip)]
     surrogate: Surrogate,
+    /// Use the fused operator where the backend has it (flex, CubeCL/wgpu).
+    fused: bool,
     #[module(skip)]
     name: String,
 }
@@ -214,10 +220,57 @@ impl MultiStepNeuron {
         out
     }
 
-    /// The neuron dynamics on a `[T, M]` tensor: [`Self::forward_per_step`], the faster of the
-    /// two formulations by measurement (BENCHMARKS.md).
+    /// The neuron dynamics on a `[T, M]` tensor: the fused operator ([`Self::forward_fused`])
+    /// where the backend has it, else [`Self::forward_per_step`], the faster of the two
+    /// composite formulations by measurement (BENCHMARKS.md).
     pub fn forward_flat(&self, x: Tensor<2>) -> Tensor<2> {
-        self.forward_per_step(x)
+        if self.fused && fused_supported(&x) {
+            self.forward_fused(x)
+        } else {
+            self.forward_per_step(x)
+        }
+    }
+
+    /// Use the fused operator where the backend has it (the default), or always the composite
+    /// form (`false`; for comparisons and tests).
+    pub fn set_fused(&mut self, fused: bool) {
+        self.fused = fused;
+    }
+
+    /// The fused operator's settings for this layer.
+    pub fn lif_spec(&self) -> LifSpec {
+        let charge = match (self.kind, self.decay_input) {
+            (NeuronKind::Lif, true) => Charge::LifDecayInput,
+            (NeuronKind::Lif, false) => Charge::Lif,
+            (NeuronKind::If, _) => Charge::If,
+            (NeuronKind::Plif, true) => Charge::PlifDecayInput,
+            (NeuronKind::Plif, false) => Charge::Plif,
+        };
+        let (surrogate, alpha) = match self.surrogate {
+            Surrogate::Sigmoid { alpha } => (SurrogateKind::Sigmoid, alpha),
+            Surrogate::Atan { alpha } => (SurrogateKind::Atan, alpha),
+            Surrogate::PiecewiseQuadratic { alpha } => (SurrogateKind::PiecewiseQuadratic, alpha),
+        };
+        LifSpec {
+            charge,
+            tau: self.tau as f32,
+            v_threshold: self.v_threshold as f32,
+            soft_reset: self.soft_reset,
+            detach_reset: self.detach_reset,
+            surrogate,
+            alpha: alpha as f32,
+        }
+    }
+
+    /// The fused multi-step operator (one kernel forward, one backward): same spikes as
+    /// [`Self::forward_per_step`], bit for bit, and the same gradients up to rounding. Panics
+    /// on a backend without the kernels (see [`fused::fused_supported`]).
+    pub fn forward_fused(&self, x: Tensor<2>) -> Tensor<2> {
+        let k = match &self.w {
+            Some(w) => sigmoid(w.val()),
+            None => Tensor::<1>::ones([1], &x.device()),
+        };
+        fused_lif(x, k, self.lif_spec())
     }
 
     /// Alternative formulation: the time loop records only the membrane recursion (charge and
