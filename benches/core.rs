@@ -2,9 +2,9 @@
 //! block forward+backward, and one SDT-STAtten CIFAR 2-512 training step at batch 8, on each
 //! backend. The workloads live in `statten::bench` (shared with `statten bench`).
 //!
-//! Devices: `STATTEN_BENCH_DEVICES=flex,ndarray,wgpu` (default `flex,ndarray`). Threads of the
-//! CPU backends follow `RAYON_NUM_THREADS` (BENCHMARKS.md uses 1 to compare with the reference's
-//! one-thread CPU times).
+//! Devices: `STATTEN_BENCH_DEVICES=flex,ndarray,wgpu` (default `flex,ndarray`; the fused LIF
+//! only where the backend has it: flex, wgpu). Threads of the CPU backends follow
+//! `RAYON_NUM_THREADS` (BENCHMARKS.md measures 1 and 2 beside the reference at the same count).
 
 use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -32,8 +32,15 @@ fn run(c: &mut Criterion, group: &str, make: &dyn Fn(&Device) -> bench::Iteratio
 }
 
 fn lif(c: &mut Criterion) {
-    run(c, "lif_fwd_bwd/batched", &|d| bench::lif(d, true));
-    run(c, "lif_fwd_bwd/per_step", &|d| bench::lif(d, false));
+    run(c, "lif_fwd_bwd/fused", &|d| {
+        bench::lif(d, bench::LifForm::Fused)
+    });
+    run(c, "lif_fwd_bwd/per_step", &|d| {
+        bench::lif(d, bench::LifForm::PerStep)
+    });
+    run(c, "lif_fwd_bwd/batched", &|d| {
+        bench::lif(d, bench::LifForm::Batched)
+    });
 }
 
 fn core_only(c: &mut Criterion) {

@@ -1,10 +1,16 @@
 //! Benchmark workloads shared by the criterion benches (`benches/core.rs`) and the CLI's
-//! `statten bench` mode: LIF forward+backward on `[4, 32, 512, 8, 8]`, one STAtten block
-//! forward+backward (T=4, B=8, C=512, 8×8 tokens, chunk 2), the STAtten attention core alone,
-//! and one SDT-STAtten CIFAR-10 2-512 training step (forward, loss, backward, AdamW).
+//! `statten bench` mode: LIF forward+backward on `[4, 32, 512, 8, 8]` (fused operator or either
+//! composite form), one STAtten block forward+backward (T=4, B=8, C=512, 8×8 tokens, chunk 2),
+//! the STAtten attention core alone, one SDT-STAtten CIFAR-10 2-512 training step (forward,
+//! loss, backward, AdamW), and the training-throughput mode of any preset at any batch
+//! (`statten bench --train PRESET --batch B`).
 //!
 //! Each workload is a closure that runs one iteration and reads a scalar back, so that lazy
 //! devices (wgpu) have finished when it returns.
+//!
+//! Reference figures are not compiled in: they differ by machine (AVX2 against AVX-512 alone gave
+//! 2.4× on the quick start), so BENCHMARKS.md reports only ratios measured side by side with
+//! `../shared/reference/` on one machine in one sitting.
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -13,18 +19,8 @@ use statten_core::attention::{statten_core, AttentionKind, MsAttentionConfig};
 use statten_core::models::{Input, ModelConfig};
 use statten_core::neuron::NeuronConfig;
 use statten_core::Monitor;
-use statten_train::loss::cross_entropy;
+use statten_train::loss::{cross_entropy, tet_loss};
 use statten_train::optim::{AdamW, AdamWConfig};
-
-/// The PyTorch reference on the 2-core development machine, one thread, CPU milliseconds (from
-/// the core issue): LIF fwd+bwd, STAtten block fwd+bwd, attention core alone, full training step
-/// at batch 64.
-pub const REFERENCE_MS: &[(&str, f64)] = &[
-    ("lif_fwd_bwd", 94.0),
-    ("statten_block_fwd_bwd", 266.0),
-    ("attention_core_fwd_bwd", 17.9),
-    ("train_step_b64", 31_300.0),
-];
 
 /// One benchmark iteration; returns a scalar read back from the device.
 pub type Iteration = Box<dyn FnMut() -> f32>;
@@ -33,9 +29,20 @@ fn sync(t: Tensor<1>) -> f32 {
     t.into_scalar::<f32>()
 }
 
-/// LIF forward+backward on `[4, 32, 512, 8, 8]` (`batched`: the batched-surrogate formulation;
-/// else the per-step one, the default).
-pub fn lif(device: &Device, batched: bool) -> Iteration {
+/// Which formulation of the multi-step LIF a benchmark runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifForm {
+    /// The default path: the fused operator (one kernel forward, one backward) where the
+    /// backend has it (flex, wgpu), else the per-step composite form (ndarray).
+    Fused,
+    /// The composite form with the surrogate inside the time loop.
+    PerStep,
+    /// The composite form with the surrogate applied once to all timesteps.
+    Batched,
+}
+
+/// LIF forward+backward on `[4, 32, 512, 8, 8]` in the given formulation.
+pub fn lif(device: &Device, form: LifForm) -> Iteration {
     let ad = device.clone().autodiff();
     let neuron = NeuronConfig::default().init("lif", &ad);
     let shape = [4, 32, 512, 8, 8];
@@ -44,10 +51,10 @@ pub fn lif(device: &Device, batched: bool) -> Iteration {
     Box::new(move || {
         let x = x0.clone().detach().require_grad();
         let flat: Tensor<2> = x.clone().reshape([4, -1]);
-        let s = if batched {
-            neuron.forward_batched(flat)
-        } else {
-            neuron.forward_per_step(flat)
+        let s = match form {
+            LifForm::Fused => neuron.forward_flat(flat),
+            LifForm::PerStep => neuron.forward_per_step(flat),
+            LifForm::Batched => neuron.forward_batched(flat),
         };
         let grads = (s.reshape(shape) * w.clone()).sum().backward();
         sync(x.grad(&grads).expect("grad").sum())
@@ -102,24 +109,73 @@ pub fn attention_core(device: &Device) -> Iteration {
 /// One training step of SDT-STAtten CIFAR-10 2-512 (T=4) at `batch`: forward, label-smoothed
 /// cross-entropy, backward, AdamW (lr 3e-4, wd 0.06). Returns the loss.
 pub fn train_step(device: &Device, batch: usize) -> Iteration {
-    let ad = device.clone().autodiff();
     let cfg = ModelConfig::preset("cifar10-2-512").expect("preset");
+    train_step_for(device, &cfg, batch)
+}
+
+/// One training step of any model at `batch` on synthetic data of the model's input shape
+/// (normal images, or Bernoulli event counts for DVS models): forward, loss (TET for TET models,
+/// label-smoothed cross-entropy otherwise), backward, AdamW (lr 3e-4, wd 0.06). Returns the loss.
+pub fn train_step_for(device: &Device, cfg: &ModelConfig, batch: usize) -> Iteration {
+    let ad = device.clone().autodiff();
     let mut model = Some(cfg.init(&ad).expect("model"));
     let mut opt = AdamW::new(AdamWConfig {
         weight_decay: 0.06,
         ..AdamWConfig::default()
     });
-    let x: Tensor<4> = Tensor::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &ad);
-    let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
+    let (c, s, t) = (cfg.in_channels, cfg.img_size, cfg.time_steps);
+    let input = if cfg.dvs {
+        Input::Events(Tensor::random(
+            [batch, t, c, s, s],
+            Distribution::Bernoulli(0.2),
+            &ad,
+        ))
+    } else {
+        Input::Static(Tensor::random(
+            [batch, c, s, s],
+            Distribution::Normal(0.0, 1.0),
+            &ad,
+        ))
+    };
+    let classes = cfg.num_classes as i64;
+    let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes).collect();
     let y: Tensor<1, Int> = Tensor::from_data(TensorData::new(labels, [batch]), &ad);
-    let t = cfg.time_steps;
+    let tet = cfg.tet;
     Box::new(move || {
         let m = model.take().expect("model");
-        let logits = m.forward(Input::Static(x.clone()).encode(t), &mut Monitor::disabled());
-        let loss = cross_entropy(logits, y.clone(), 0.1);
+        let x = match &input {
+            Input::Static(x) => Input::Static(x.clone()),
+            Input::Events(x) => Input::Events(x.clone()),
+        }
+        .encode(t);
+        let loss = if tet {
+            tet_loss(
+                m.forward_time(x, &mut Monitor::disabled()),
+                y.clone(),
+                0.1,
+                1e-3,
+                1.0,
+            )
+        } else {
+            cross_entropy(m.forward(x, &mut Monitor::disabled()), y.clone(), 0.1)
+        };
         let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(opt.step(3e-4, m, grads));
         value
     })
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes the device's memory pool holds (GPU backends; `None` on CPU). The pool keeps the pages
+/// it has used for reuse, so after the timed steps this is the step's peak footprint.
+pub fn device_reserved_bytes(device: &Device) -> Option<u64> {
+    device.memory_pool_usage().map(|u| u.bytes_reserved)
 }

@@ -22,6 +22,11 @@ impl DeviceName {
     /// All names, for help texts.
     pub const ALL: &'static [&'static str] = &["cpu", "flex", "ndarray", "wgpu"];
 
+    /// Whether the backend has the fused LIF operator (flex and wgpu; not ndarray).
+    pub fn has_fused_lif(&self) -> bool {
+        !matches!(self, DeviceName::NdArray)
+    }
+
     /// The Burn device (without autodiff), as `statten train` resolves the same name.
     pub fn device(&self) -> Device {
         statten_train::trainer::device_from_name(&self.to_string())

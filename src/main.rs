@@ -46,25 +46,34 @@ enum Command {
         #[arg(long)]
         relax_sps_ties: bool,
     },
-    /// Time the core workloads (LIF, attention core, STAtten block, one training step) and
-    /// print them beside the PyTorch reference's figures. For careful numbers use
-    /// `cargo bench --bench core` (criterion); this mode is for quick checks on any device.
+    /// Time the core workloads (fused and composite LIF, attention core, STAtten block, one
+    /// CIFAR-10 2-512 training step), or with `--train PRESET` the training throughput of a
+    /// preset (synthetic data, AdamW step included): images/s and peak memory. For careful CPU
+    /// numbers use `cargo bench --bench core` (criterion).
     Bench {
         /// Devices, comma-separated (cpu, flex, ndarray, wgpu).
         #[arg(long, default_value = "cpu", value_delimiter = ',')]
         device: Vec<DeviceName>,
         /// Timed iterations per workload (the median is reported).
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        iters: u64,
         /// Untimed warm-up iterations (shader compilation, autotuning).
         #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        /// Batch size of the training-step workload.
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        /// Workloads to run, comma-separated: lif, core, block, train.
-        #[arg(long, default_value = "lif,core,block,train", value_delimiter = ',')]
+        warmup: u64,
+        /// Batch size of the training-step workloads.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        /// Workloads to run, comma-separated: lif (fused), lif-composite, core, block, train.
+        #[arg(long, default_value = "lif,lif-composite,core,block,train", value_delimiter = ',',
+              value_parser = ["lif", "lif-composite", "lif-batched", "core", "block", "train"])]
         only: Vec<String>,
+        /// Training-throughput mode: one training step of this preset (see `statten model
+        /// presets`) at --batch, repeated --iters times; prints images/s and peak memory.
+        #[arg(long, value_name = "PRESET")]
+        train: Option<String>,
+        /// CPU threads (default: RAYON_NUM_THREADS, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Train a model from a TOML run config (see `statten configs`), with progress bars,
     /// summary.csv, metrics.jsonl, curves.png, energy.json and resumable checkpoints in the run
@@ -97,6 +106,9 @@ enum Command {
         /// No progress bars or per-epoch lines.
         #[arg(long)]
         quiet: bool,
+        /// CPU threads (default: RAYON_NUM_THREADS, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Evaluate a checkpoint (a statten checkpoint or reference weights) on the test split:
     /// loss, top-1/top-5 and the energy report.
@@ -116,6 +128,9 @@ enum Command {
         /// Dataset folder (overrides data.root).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// CPU threads (default: RAYON_NUM_THREADS, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// List the shipped run configs with one line each.
     Configs {
@@ -490,67 +505,114 @@ fn model_info(cfg: &ModelConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn run_bench(devices: &[DeviceName], iters: usize, warmup: usize, batch: usize, only: &[String]) {
-    use statten::bench;
-    let reference = |k: &str| bench::REFERENCE_MS.iter().find(|r| r.0 == k).map(|r| r.1);
+fn median_ms(it: &mut statten::bench::Iteration, warmup: u64, iters: u64) -> f64 {
+    for _ in 0..warmup {
+        it();
+    }
+    let mut times: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            std::hint::black_box(it());
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+fn run_bench(devices: &[DeviceName], iters: u64, warmup: u64, batch: usize, only: &[String]) {
+    use statten::bench::{self, LifForm};
     println!(
-        "{:<28} {:<8} {:>12} {:>14} {:>10}",
-        "workload", "device", "median ms", "reference ms", "speed-up"
+        "threads {} (CPU backends)\n{:<28} {:<8} {:>12} {:>12}",
+        rayon::current_num_threads(),
+        "workload",
+        "device",
+        "median ms",
+        "images/s"
     );
     for dev_name in devices {
         let dev = dev_name.device();
-        let mut workloads: Vec<(String, Option<f64>, bench::Iteration)> = Vec::new();
+        let mut workloads: Vec<(String, Option<usize>, bench::Iteration)> = Vec::new();
         let want = |k: &str| only.iter().any(|o| o == k);
         if want("lif") {
+            let form = if dev_name.has_fused_lif() {
+                LifForm::Fused
+            } else {
+                LifForm::PerStep
+            };
+            workloads.push(("lif_fwd_bwd".into(), None, bench::lif(&dev, form)));
+        }
+        if want("lif-composite") {
             workloads.push((
-                "lif_fwd_bwd".into(),
-                reference("lif_fwd_bwd"),
-                bench::lif(&dev, false),
+                "lif_fwd_bwd_composite".into(),
+                None,
+                bench::lif(&dev, LifForm::PerStep),
+            ));
+        }
+        if want("lif-batched") {
+            workloads.push((
+                "lif_fwd_bwd_batched".into(),
+                None,
+                bench::lif(&dev, LifForm::Batched),
             ));
         }
         if want("core") {
             workloads.push((
                 "attention_core_fwd_bwd".into(),
-                reference("attention_core_fwd_bwd"),
+                None,
                 bench::attention_core(&dev),
             ));
         }
         if want("block") {
             workloads.push((
                 "statten_block_fwd_bwd".into(),
-                reference("statten_block_fwd_bwd"),
+                None,
                 bench::statten_block(&dev),
             ));
         }
         if want("train") {
-            // The reference step was timed at batch 64; scale it linearly to this batch.
-            let r = reference("train_step_b64").map(|ms| ms * batch as f64 / 64.0);
             workloads.push((
                 format!("train_step_2_512_b{batch}"),
-                r,
+                Some(batch),
                 bench::train_step(&dev, batch),
             ));
         }
-        for (name, r, mut it) in workloads {
-            for _ in 0..warmup {
-                it();
-            }
-            let mut times: Vec<f64> = (0..iters)
-                .map(|_| {
-                    let t0 = std::time::Instant::now();
-                    std::hint::black_box(it());
-                    t0.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            times.sort_by(|a, b| a.total_cmp(b));
-            let med = times[times.len() / 2];
-            let (rs, sp) = match r {
-                Some(r) => (format!("{r:.1}"), format!("{:.2}x", r / med)),
-                None => ("-".into(), "-".into()),
-            };
-            println!("{name:<28} {dev_name:<8} {med:>12.1} {rs:>14} {sp:>10}");
+        for (name, images, mut it) in workloads {
+            let med = median_ms(&mut it, warmup, iters);
+            let ips = images.map_or("-".into(), |b| format!("{:.1}", b as f64 / med * 1e3));
+            println!("{name:<28} {dev_name:<8} {med:>12.1} {ips:>12}");
         }
     }
+}
+
+fn run_bench_train(
+    devices: &[DeviceName],
+    preset: &str,
+    iters: u64,
+    warmup: u64,
+    batch: usize,
+) -> Result<(), String> {
+    let cfg = ModelConfig::preset(preset).map_err(|e| format!("--train: {e}"))?;
+    for dev_name in devices {
+        let dev = dev_name.device();
+        let mut it = statten::bench::train_step_for(&dev, &cfg, batch);
+        let med = median_ms(&mut it, warmup, iters);
+        let memory = match statten::bench::device_reserved_bytes(&dev) {
+            Some(b) => format!("device pool {:.2} GiB", b as f64 / (1u64 << 30) as f64),
+            None => match statten::bench::peak_rss_bytes() {
+                Some(b) => format!("peak RSS {:.2} GiB", b as f64 / (1u64 << 30) as f64),
+                None => "memory unknown".into(),
+            },
+        };
+        println!(
+            "train {preset} T={} batch {batch} on {dev_name} ({} CPU threads): {med:.1} ms/step, \
+             {:.1} images/s, {memory}",
+            cfg.time_steps,
+            rayon::current_num_threads(),
+            batch as f64 / med * 1e3,
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -592,9 +654,27 @@ fn main() -> ExitCode {
             warmup,
             batch,
             only,
+            train,
+            threads,
         } => {
-            run_bench(&device, iters.max(1), warmup, batch, &only);
-            ExitCode::SUCCESS
+            if let Err(e) = statten::threads::configure(threads) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            let batch = batch as usize;
+            match train {
+                Some(preset) => match run_bench_train(&device, &preset, iters, warmup, batch) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                None => {
+                    run_bench(&device, iters, warmup, batch, &only);
+                    ExitCode::SUCCESS
+                }
+            }
         }
         Command::Train {
             config,
@@ -605,9 +685,12 @@ fn main() -> ExitCode {
             output,
             resume,
             quiet,
-        } => match run_train(
-            config, sets, device, devices, data_dir, output, resume, quiet,
-        ) {
+            threads,
+        } => match statten::threads::configure(threads).and_then(|_| {
+            run_train(
+                config, sets, device, devices, data_dir, output, resume, quiet,
+            )
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -620,7 +703,10 @@ fn main() -> ExitCode {
             sets,
             device,
             data_dir,
-        } => match run_eval(checkpoint, config, sets, device, data_dir) {
+            threads,
+        } => match statten::threads::configure(threads)
+            .and_then(|_| run_eval(checkpoint, config, sets, device, data_dir))
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

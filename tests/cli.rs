@@ -100,12 +100,51 @@ fn model_info_gives_reference_counts() {
 }
 
 #[test]
-fn bench_mode_runs_a_workload_and_prints_the_reference() {
+fn bench_mode_runs_a_workload_and_prints_its_time() {
     let (ok, text) = statten(&["bench", "--only", "core", "--iters", "1", "--warmup", "0"]);
     assert!(ok, "{text}");
     let row = text
         .lines()
         .find(|l| l.starts_with("attention_core_fwd_bwd"))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(row.contains("17.9"), "{row}");
+    let ms: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(ms.is_finite() && ms > 0.0, "{row}");
+}
+
+#[test]
+fn bench_rejects_unknown_workloads_and_empty_batches() {
+    let (ok, text) = statten(&["bench", "--only", "lfi"]);
+    assert!(!ok && text.contains("lfi"), "{text}");
+    let (ok, text) = statten(&["bench", "--batch", "0"]);
+    assert!(!ok && text.contains("batch"), "{text}");
+    let (ok, text) = statten(&["bench", "--train", "no-such-preset"]);
+    assert!(!ok && text.contains("no-such-preset"), "{text}");
+}
+
+#[test]
+fn bench_train_reports_throughput_and_memory() {
+    let (ok, text) = statten(&[
+        "bench",
+        "--train",
+        "cifar10-2-256",
+        "--batch",
+        "2",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("train cifar10-2-256 T=4 batch 2 on cpu"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let ips: f64 = line
+        .split(", ")
+        .find(|p| p.ends_with("images/s"))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(ips > 0.0 && ips.is_finite(), "{line}");
+    assert!(line.contains("peak RSS"), "{line}");
 }
