@@ -616,6 +616,7 @@ fn run_bench_train(
 }
 
 fn main() -> ExitCode {
+    statten::threads::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Parity {

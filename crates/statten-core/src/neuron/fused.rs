@@ -257,22 +257,47 @@ fn untracked<B: Backend>(t: FloatTensor<B>) -> FloatTensor<Autodiff<B>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The per-neuron arithmetic, shared by the Flex kernel (and mirrored by the CubeCL kernel).
+// The flex kernel. Each rayon task owns a block of neurons and loops over T outside, over its
+// neurons inside, so the inner loops are straight-line element-wise code that LLVM vectorises
+// (AVX2 where the CPU has it, chosen at run time; SSE2 otherwise). Every setting that changes
+// the arithmetic is a const parameter, so no branch is left in an inner loop. No fused
+// multiply-add is formed (Rust never contracts), so results are the same on every x86-64 CPU.
 
-/// One neuron's forward step from the membrane `v` (None at t = 0).
+/// Neurons per rayon task: enough work to amortise a task, small enough to spread a layer.
+const CHUNK: usize = 2048;
+
+/// A raw pointer that may cross threads; each task writes a disjoint set of indices.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The `len` elements from `offset`.
+    ///
+    /// # Safety
+    /// In bounds, and no other live slice overlaps them.
+    #[inline(always)]
+    unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+
+/// The charge of one step from the membrane `v` (ignored on the first step), in the composite
+/// form's exact floating-point operations.
 #[inline(always)]
-fn charge(c: u32, v: Option<f32>, x: f32, tau: f32, k: f32) -> f32 {
-    match (c, v) {
-        (0, None) => x / tau,
-        (0, Some(v)) => v + (x - v) / tau,
-        (1, None) => x,
-        (1, Some(v)) => (v - v / tau) + x,
-        (2, None) => x,
-        (2, Some(v)) => v + x,
-        (3, None) => x * k,
-        (3, Some(v)) => v + (x - v) * k,
-        (_, None) => x,
-        (_, Some(v)) => (v - v * k) + x,
+fn charge<const C: u32, const FIRST: bool>(v: f32, x: f32, tau: f32, k: f32) -> f32 {
+    match (C, FIRST) {
+        (0, true) => x / tau,
+        (0, false) => v + (x - v) / tau,
+        (1, true) => x,
+        (1, false) => (v - v / tau) + x,
+        (2, true) => x,
+        (2, false) => v + x,
+        (3, true) => x * k,
+        (3, false) => v + (x - v) * k,
+        (_, true) => x,
+        (_, false) => (v - v * k) + x,
     }
 }
 
@@ -286,19 +311,41 @@ fn fire(h: f32, vth: f32) -> f32 {
 }
 
 #[inline(always)]
-fn reset(h: f32, s: f32, vth: f32, soft: bool) -> f32 {
-    if soft {
+fn reset<const SOFT: bool>(h: f32, s: f32, vth: f32) -> f32 {
+    if SOFT {
         h - s * vth
     } else {
         h * (-s + 1.0)
     }
 }
 
+/// `e^x` to about one ulp without a library call, so that loops over it vectorise (Cody–Waite
+/// range reduction and Cephes' `expf` polynomial; inputs clamped to the finite range).
 #[inline(always)]
-fn surrogate(kind: u32, alpha: f32, u: f32) -> f32 {
-    match kind {
+fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// The surrogate derivative at `u`.
+#[inline(always)]
+fn surrogate<const SG: u32>(alpha: f32, u: f32) -> f32 {
+    match SG {
         0 => {
-            let s = 1.0 / (1.0 + (-alpha * u).exp());
+            let s = 1.0 / (1.0 + exp_f32(-alpha * u));
             alpha * s * (1.0 - s)
         }
         1 => {
@@ -306,8 +353,9 @@ fn surrogate(kind: u32, alpha: f32, u: f32) -> f32 {
             alpha / 2.0 / (1.0 + z * z)
         }
         _ => {
-            if u.abs() < 1.0 / alpha {
-                alpha - alpha * alpha * u.abs()
+            let a = u.abs();
+            if a < 1.0 / alpha {
+                alpha - alpha * alpha * a
             } else {
                 0.0
             }
@@ -315,105 +363,121 @@ fn surrogate(kind: u32, alpha: f32, u: f32) -> f32 {
     }
 }
 
-/// Neurons per rayon task: enough work to amortise a task, small enough to spread a layer.
-const CHUNK: usize = 2048;
-
-/// A raw pointer that may cross threads; each task writes a disjoint set of indices.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// # Safety
-    /// `i` is in bounds and no other thread writes it.
-    #[inline(always)]
-    unsafe fn write(self, i: usize, v: f32) {
-        unsafe { *self.0.add(i) = v }
-    }
-}
-
-/// Forward over neurons `m0..m1`: spikes and (optionally) `h` into `[T, M]` buffers.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn forward_range(
-    x: &[f32],
+/// Scalars and buffers of one forward call.
+struct Fwd<'a> {
+    x: &'a [f32],
     t_steps: usize,
     m: usize,
-    m0: usize,
-    m1: usize,
     k: f32,
-    spec: &LifSpec,
+    tau: f32,
+    vth: f32,
     spikes: SendPtr,
-    h_out: Option<SendPtr>,
+    h: Option<SendPtr>,
+}
+
+/// One forward step of a block: charge, fire, (save h), reset.
+#[inline(always)]
+fn forward_row<const C: u32, const SOFT: bool, const FIRST: bool>(
+    a: &Fwd,
+    v: &mut [f32],
+    xr: &[f32],
+    sr: &mut [f32],
+    hr: Option<&mut [f32]>,
 ) {
-    let c = spec.charge.code();
-    let (tau, vth, soft) = (spec.tau, spec.v_threshold, spec.soft_reset);
-    let mut v = [0f32; CHUNK];
-    let v = &mut v[..m1 - m0];
-    for t in 0..t_steps {
-        let row = &x[t * m + m0..t * m + m1];
-        for (j, (&xi, vj)) in row.iter().zip(v.iter_mut()).enumerate() {
-            let h = charge(c, if t == 0 { None } else { Some(*vj) }, xi, tau, k);
-            let s = fire(h, vth);
-            let i = t * m + m0 + j;
-            // SAFETY: i is in [0, T·M) and neuron m0 + j belongs to this task alone.
-            unsafe {
-                spikes.write(i, s);
-                if let Some(hp) = h_out {
-                    hp.write(i, h);
-                }
+    let (tau, k, vth) = (a.tau, a.k, a.vth);
+    match hr {
+        Some(hr) => {
+            for (((vj, &xj), sj), hj) in v.iter_mut().zip(xr).zip(sr.iter_mut()).zip(hr) {
+                let h = charge::<C, FIRST>(*vj, xj, tau, k);
+                let s = fire(h, vth);
+                *sj = s;
+                *hj = h;
+                *vj = reset::<SOFT>(h, s, vth);
             }
-            *vj = reset(h, s, vth, soft);
+        }
+        None => {
+            for ((vj, &xj), sj) in v.iter_mut().zip(xr).zip(sr.iter_mut()) {
+                let h = charge::<C, FIRST>(*vj, xj, tau, k);
+                let s = fire(h, vth);
+                *sj = s;
+                *vj = reset::<SOFT>(h, s, vth);
+            }
         }
     }
 }
 
-/// Backward over neurons `m0..m1`.
-#[allow(clippy::too_many_arguments)]
+/// Forward over neurons `m0..m1`.
 #[inline(always)]
-fn backward_range(
-    grad: &[f32],
-    h: &[f32],
-    x: &[f32],
+fn forward_block<const C: u32, const SOFT: bool>(a: &Fwd, m0: usize, m1: usize) {
+    let len = m1 - m0;
+    let mut v = [0f32; CHUNK];
+    let v = &mut v[..len];
+    for t in 0..a.t_steps {
+        let off = t * a.m + m0;
+        let xr = &a.x[off..off + len];
+        // SAFETY: rows of this task's neurons; tasks own disjoint neuron ranges.
+        let sr = unsafe { a.spikes.slice(off, len) };
+        let hr = a.h.map(|p| unsafe { p.slice(off, len) });
+        if t == 0 {
+            forward_row::<C, SOFT, true>(a, v, xr, sr, hr);
+        } else {
+            forward_row::<C, SOFT, false>(a, v, xr, sr, hr);
+        }
+    }
+}
+
+/// Scalars and buffers of one backward call.
+struct Bwd<'a> {
+    grad: &'a [f32],
+    h: &'a [f32],
+    x: &'a [f32],
     t_steps: usize,
     m: usize,
-    m0: usize,
-    m1: usize,
     k: f32,
-    spec: &LifSpec,
+    tau: f32,
+    vth: f32,
+    alpha: f32,
+    /// 0 with `detach_reset`, 1 without: the weight of the reset's path through the spike.
+    through_reset: f32,
     grad_x: SendPtr,
     grad_k: Option<SendPtr>,
-) {
-    let c = spec.charge.code();
-    let (tau, vth, soft, detach) = (
-        spec.tau,
-        spec.v_threshold,
-        spec.soft_reset,
-        spec.detach_reset,
-    );
-    let (sg_kind, alpha) = (spec.surrogate.code(), spec.alpha);
-    for n in m0..m1 {
-        let mut gv = 0f32;
-        let mut gk = 0f32;
-        for t in (0..t_steps).rev() {
-            let i = t * m + n;
-            let ht = h[i];
-            let u = ht - vth;
-            let s = fire(ht, vth);
-            let sg = surrogate(sg_kind, alpha, u);
-            let mut gs = grad[i];
-            if !detach {
-                gs += gv * if soft { -vth } else { -ht };
+}
+
+/// Backward over neurons `m0..m1`: BPTT in reverse time with the surrogate in place of Θ'.
+#[inline(always)]
+fn backward_block<const C: u32, const SOFT: bool, const SG: u32>(a: &Bwd, m0: usize, m1: usize) {
+    let len = m1 - m0;
+    let mut gv = [0f32; CHUNK];
+    let mut gk = [0f32; CHUNK];
+    let mut vp = [0f32; CHUNK];
+    let (gv, gk, vp) = (&mut gv[..len], &mut gk[..len], &mut vp[..len]);
+    let (tau, k, vth, alpha, tr) = (a.tau, a.k, a.vth, a.alpha, a.through_reset);
+    let plif = C >= 3;
+    for t in (0..a.t_steps).rev() {
+        let off = t * a.m + m0;
+        let hr = &a.h[off..off + len];
+        let gr = &a.grad[off..off + len];
+        // The membrane after the previous step's reset (0 before the first step).
+        if t > 0 {
+            let pr = &a.h[off - a.m..off - a.m + len];
+            for (vj, &hp) in vp.iter_mut().zip(pr) {
+                *vj = reset::<SOFT>(hp, fire(hp, vth), vth);
             }
-            let gh = gv * if soft { 1.0 } else { -s + 1.0 } + sg * gs;
-            let v_prev = if t == 0 {
-                None
-            } else {
-                let hp = h[i - m];
-                Some(reset(hp, fire(hp, vth), vth, soft))
-            };
-            let (gx, gvp) = match c {
+        } else {
+            vp.fill(0.0);
+        }
+        let xr = if plif { &a.x[off..off + len] } else { hr };
+        // SAFETY: rows of this task's neurons; tasks own disjoint neuron ranges.
+        let gxr = unsafe { a.grad_x.slice(off, len) };
+        for j in 0..len {
+            let ht = hr[j];
+            let s = fire(ht, vth);
+            let sg = surrogate::<SG>(alpha, ht - vth);
+            let dv_ds = if SOFT { -vth } else { -ht };
+            let gs = gr[j] + gv[j] * dv_ds * tr;
+            let keep = if SOFT { 1.0 } else { -s + 1.0 };
+            let gh = gv[j] * keep + sg * gs;
+            let (gx, gvp) = match C {
                 0 => {
                     let gx = gh / tau;
                     (gx, gh - gx)
@@ -422,33 +486,93 @@ fn backward_range(
                 2 => (gh, gh),
                 3 => {
                     let gx = gh * k;
-                    gk += gh * (x[i] - v_prev.unwrap_or(0.0));
+                    gk[j] += gh * (xr[j] - vp[j]);
                     (gx, gh - gx)
                 }
                 _ => {
-                    if let Some(vp) = v_prev {
-                        gk += -gh * vp;
-                    }
+                    gk[j] += -gh * vp[j];
                     (gh, gh - gh * k)
                 }
             };
-            // SAFETY: i is in [0, T·M) and neuron n belongs to this task alone.
-            unsafe { grad_x.write(i, gx) };
-            gv = gvp;
+            gxr[j] = gx;
+            gv[j] = gvp;
         }
-        if let Some(p) = grad_k {
-            // SAFETY: n < M, written by this task alone.
-            unsafe { p.write(n, gk) };
-        }
+    }
+    if let Some(p) = a.grad_k {
+        // SAFETY: this task's neurons.
+        unsafe { p.slice(m0, len) }.copy_from_slice(gk);
     }
 }
 
-/// Split `0..m` into tasks of [`CHUNK`] neurons and run `f(m0, m1)` on each, in parallel.
-fn for_chunks(m: usize, f: impl Fn(usize, usize) + Send + Sync) {
+/// Run `f` on every block of [`CHUNK`] neurons of `0..m`, in parallel.
+fn for_blocks(m: usize, f: impl Fn(usize, usize) + Send + Sync) {
     use rayon::prelude::*;
     (0..m.div_ceil(CHUNK))
         .into_par_iter()
         .for_each(|c| f(c * CHUNK, ((c + 1) * CHUNK).min(m)));
+}
+
+/// Run `f` compiled for AVX2 where the CPU has it (wider vectors, same arithmetic), else as is.
+macro_rules! with_best_isa {
+    ($body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2<F: Fn()>(f: F) {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                unsafe { avx2(|| $body) }
+            } else {
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body
+        }
+    }};
+}
+
+macro_rules! dispatch_charge_soft {
+    ($c:expr, $soft:expr, $f:ident, [$($extra:tt)*], $($arg:expr),*) => {
+        match ($c, $soft) {
+            (0, false) => $f::<0, false $($extra)*>($($arg),*),
+            (0, true) => $f::<0, true $($extra)*>($($arg),*),
+            (1, false) => $f::<1, false $($extra)*>($($arg),*),
+            (1, true) => $f::<1, true $($extra)*>($($arg),*),
+            (2, false) => $f::<2, false $($extra)*>($($arg),*),
+            (2, true) => $f::<2, true $($extra)*>($($arg),*),
+            (3, false) => $f::<3, false $($extra)*>($($arg),*),
+            (3, true) => $f::<3, true $($extra)*>($($arg),*),
+            (_, false) => $f::<4, false $($extra)*>($($arg),*),
+            (_, true) => $f::<4, true $($extra)*>($($arg),*),
+        }
+    };
+}
+
+fn run_forward_blocks(a: &Fwd, spec: &LifSpec) {
+    fn go<const C: u32, const SOFT: bool>(a: &Fwd) {
+        for_blocks(a.m, |m0, m1| {
+            with_best_isa!(forward_block::<C, SOFT>(a, m0, m1))
+        });
+    }
+    dispatch_charge_soft!(spec.charge.code(), spec.soft_reset, go, [], a);
+}
+
+fn run_backward_blocks(a: &Bwd, spec: &LifSpec) {
+    fn go<const C: u32, const SOFT: bool, const SG: u32>(a: &Bwd) {
+        for_blocks(a.m, |m0, m1| {
+            with_best_isa!(backward_block::<C, SOFT, SG>(a, m0, m1))
+        });
+    }
+    let (c, soft) = (spec.charge.code(), spec.soft_reset);
+    match spec.surrogate {
+        SurrogateKind::Sigmoid => dispatch_charge_soft!(c, soft, go, [, 0], a),
+        SurrogateKind::Atan => dispatch_charge_soft!(c, soft, go, [, 1], a),
+        SurrogateKind::PiecewiseQuadratic => dispatch_charge_soft!(c, soft, go, [, 2], a),
+    }
 }
 
 mod flex_impl {
@@ -491,15 +615,20 @@ mod flex_impl {
     ) -> (FlexTensor, Option<FlexTensor>) {
         let (t_steps, m) = dims2(x);
         let xs = contiguous_f32(x);
-        let kv = scalar(k);
         let n = t_steps * m;
         let mut spikes = vec![0f32; n];
         let mut h = if save { vec![0f32; n] } else { Vec::new() };
-        let sp = SendPtr(spikes.as_mut_ptr());
-        let hp = save.then(|| SendPtr(h.as_mut_ptr()));
-        for_chunks(m, |m0, m1| {
-            forward_range(&xs, t_steps, m, m0, m1, kv, spec, sp, hp)
-        });
+        let args = Fwd {
+            x: &xs,
+            t_steps,
+            m,
+            k: scalar(k),
+            tau: spec.tau,
+            vth: spec.v_threshold,
+            spikes: SendPtr(spikes.as_mut_ptr()),
+            h: save.then(|| SendPtr(h.as_mut_ptr())),
+        };
+        run_forward_blocks(&args, spec);
         let shape = vec![t_steps, m];
         let h = save.then(|| from_vec(h, shape.clone()));
         (from_vec(spikes, shape), h)
@@ -531,14 +660,23 @@ mod flex_impl {
             } else {
                 std::borrow::Cow::Borrowed(&[][..])
             };
-            let kv = scalar(&k);
             let mut gx = vec![0f32; t_steps * m];
             let mut gk = vec![0f32; if plif { m } else { 1 }];
-            let gxp = SendPtr(gx.as_mut_ptr());
-            let gkp = plif.then(|| SendPtr(gk.as_mut_ptr()));
-            for_chunks(m, |m0, m1| {
-                backward_range(&gs, &hs, &xs, t_steps, m, m0, m1, kv, &spec, gxp, gkp)
-            });
+            let args = Bwd {
+                grad: &gs,
+                h: &hs,
+                x: &xs,
+                t_steps,
+                m,
+                k: scalar(&k),
+                tau: spec.tau,
+                vth: spec.v_threshold,
+                alpha: spec.alpha,
+                through_reset: if spec.detach_reset { 0.0 } else { 1.0 },
+                grad_x: SendPtr(gx.as_mut_ptr()),
+                grad_k: plif.then(|| SendPtr(gk.as_mut_ptr())),
+            };
+            run_backward_blocks(&args, &spec);
             let gk_len = gk.len();
             (from_vec(gx, vec![t_steps, m]), from_vec(gk, vec![gk_len]))
         }
