@@ -17,6 +17,8 @@ REF="${REF_DIR:-$ROOT/../shared/reference}"
 PY="${REF_PY:-$HOME/.cache/statten-ref-venv/bin/python}"
 B64="${B64:-1}"       # set B64=0 to skip the (slow) batch-64 steps
 threads=("$@"); [ "${#threads[@]}" -gt 0 ] || threads=(1 2)
+[ -x "$BIN" ] || { echo "error: no statten binary at $BIN (cargo build --release, or set STATTEN_BIN)" >&2; exit 1; }
+[ -x "$PY" ] || { echo "error: no reference Python at $PY (see $REF/README.md, or set REF_PY)" >&2; exit 1; }
 
 block_py=$(mktemp --suffix=.py)
 trap 'rm -f "$block_py"' EXIT
