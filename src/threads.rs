@@ -68,20 +68,6 @@ pub fn configure(threads: Option<usize>) -> Result<usize, String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_and_too_many_threads_are_errors() {
-        assert!(validate(0).unwrap_err().contains("at least 1"));
-        let too_many = available_cores() + 1;
-        let e = validate(too_many).unwrap_err();
-        assert!(e.contains("cores"), "{e}");
-        assert_eq!(validate(1), Ok(1));
-    }
-}
-
 /// Keep freed memory in the process for reuse (glibc): no `mmap` per large tensor and no heap
 /// trimming. A training step allocates and frees the same large buffers every iteration; with
 /// glibc's defaults each one comes back from the kernel as fresh zeroed pages (page faults were a
@@ -95,5 +81,19 @@ pub fn tune_allocator() {
             libc::mallopt(libc::M_MMAP_MAX, 0);
             libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_and_too_many_threads_are_errors() {
+        assert!(validate(0).unwrap_err().contains("at least 1"));
+        let too_many = available_cores() + 1;
+        let e = validate(too_many).unwrap_err();
+        assert!(e.contains("cores"), "{e}");
+        assert_eq!(validate(1), Ok(1));
     }
 }

@@ -335,7 +335,7 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5; // Cephes' 5.0000001201e-1, which rounds to 0.5 in f32
     let y = p * r * r + r + 1.0;
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
@@ -626,7 +626,7 @@ mod flex_impl {
             tau: spec.tau,
             vth: spec.v_threshold,
             spikes: SendPtr(spikes.as_mut_ptr()),
-            h: save.then(|| SendPtr(h.as_mut_ptr())),
+            h: save.then_some(SendPtr(h.as_mut_ptr())),
         };
         run_forward_blocks(&args, spec);
         let shape = vec![t_steps, m];
@@ -674,7 +674,7 @@ mod flex_impl {
                 alpha: spec.alpha,
                 through_reset: if spec.detach_reset { 0.0 } else { 1.0 },
                 grad_x: SendPtr(gx.as_mut_ptr()),
-                grad_k: plif.then(|| SendPtr(gk.as_mut_ptr())),
+                grad_k: plif.then_some(SendPtr(gk.as_mut_ptr())),
             };
             run_backward_blocks(&args, &spec);
             let gk_len = gk.len();
