@@ -68,6 +68,15 @@ fn train(threads: &str, name: &str) -> Vec<String> {
     assert!(ok, "{text}");
     let m = metrics(&out);
     assert_eq!(m.len(), 3, "{m:?}");
+    // Equal strings would also pass for two NaN runs: every metric must be a finite number.
+    for row in &m[1..] {
+        for v in row.split(',') {
+            let x: f64 = v
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number in {row}"));
+            assert!(x.is_finite(), "non-finite metric in {row}");
+        }
+    }
     m
 }
 

@@ -957,9 +957,16 @@ mod cube_impl {
                 h.meta.shape().clone(),
                 DType::F32,
             );
-            let gk_len = if spec.charge.is_plif() { m } else { 1 };
-            let grad_k =
-                empty_device_dtype(client.clone(), device, Shape::new([gk_len]), DType::F32);
+            // LIF/IF have no decay gradient: a defined [1] zero that the kernel leaves alone.
+            let grad_k = if spec.charge.is_plif() {
+                empty_device_dtype(client.clone(), device, Shape::new([m]), DType::F32)
+            } else {
+                <CubeBackend as FloatTensorOps<CubeBackend>>::float_zeros(
+                    Shape::new([1]),
+                    &device,
+                    burn::tensor::FloatDType::F32,
+                )
+            };
             let cube_dim = CubeDim::new(&client, m);
             let cube_count = calculate_cube_count_elemwise(&client, m, cube_dim);
             lif_backward_kernel::launch(
@@ -982,15 +989,6 @@ mod cube_impl {
                 spec.detach_reset,
                 spec.surrogate.code(),
             );
-            if !spec.charge.is_plif() {
-                // Not read by anyone (LIF/IF have no decay gradient), but defined.
-                let zero = <CubeBackend as FloatTensorOps<CubeBackend>>::float_zeros(
-                    Shape::new([1]),
-                    &grad_k.device,
-                    burn::tensor::FloatDType::F32,
-                );
-                return (grad_x, zero);
-            }
             (grad_x, grad_k)
         }
     }
