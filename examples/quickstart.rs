@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             set: train_set,
             transform: MnistTransform::default(),
             train: true,
+            digits: false,
         },
         indices: (0..2000).collect(),
     });
@@ -53,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             set: test_set,
             transform: MnistTransform::default(),
             train: false,
+            digits: false,
         },
         indices: (0..1000).collect(),
     });

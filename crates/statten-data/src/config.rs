@@ -203,7 +203,11 @@ impl DataConfig {
             dataset,
             root: None,
             transform,
-            mnist: MnistTransform::default(),
+            mnist: if dataset == DatasetName::Mnist {
+                MnistTransform::mnist()
+            } else {
+                MnistTransform::default()
+            },
             mixup,
             split_by,
             frame_size: (64, 64),
@@ -319,6 +323,7 @@ impl DataConfig {
                     set,
                     transform: self.mnist.clone(),
                     train,
+                    digits: self.dataset == DatasetName::Mnist,
                 })
             }
             DatasetName::Imagenet => {

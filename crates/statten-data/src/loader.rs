@@ -168,16 +168,23 @@ impl Loader {
 
     /// The batches of `epoch`, built ahead on worker threads.
     pub fn epoch(&self, epoch: usize) -> EpochIter {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on (a run resumed mid-epoch): the same batches
+    /// [`Loader::epoch`] gives after its first `first`, without building those.
+    pub fn epoch_from(&self, epoch: usize, first: usize) -> EpochIter {
         let order = self.order(epoch);
         let nb = self.num_batches();
         let chunks: Arc<Vec<Vec<usize>>> = Arc::new(
-            (0..nb)
+            (first.min(nb)..nb)
                 .map(|b| {
                     let s = b * self.cfg.batch_size;
                     order[s..(s + self.cfg.batch_size).min(order.len())].to_vec()
                 })
                 .collect(),
         );
+        let nb = chunks.len();
         let workers = self.cfg.workers.max(1).min(nb.max(1));
         let mut receivers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);

@@ -94,7 +94,16 @@ pub fn parse_idx(path: &Path, bytes: &[u8], ndims: usize) -> Result<(Vec<usize>,
     let dims: Vec<usize> = (0..ndims)
         .map(|i| be_u32(bytes, 4 + 4 * i) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| n.checked_add(header).is_some())
+        .ok_or_else(|| {
+            DataError::new(
+                path,
+                format!("header announces {dims:?}, more data than any file holds (corrupt)"),
+            )
+        })?;
     if bytes.len() != header + n {
         return Err(DataError::new(
             path,
@@ -149,6 +158,15 @@ pub fn load(dir: Option<&Path>, split: Split) -> Result<IdxSet> {
             ),
         ));
     }
+    if idims[1] != 28 || idims[2] != 28 {
+        return Err(DataError::new(
+            &ip,
+            format!(
+                "images are {}×{}; (Fashion-)MNIST images and the models for them are 28×28",
+                idims[1], idims[2]
+            ),
+        ));
+    }
     if let Some(bad) = labels.iter().find(|&&l| l > 9) {
         return Err(DataError::new(&lp, format!("label {bad} outside 0..10")));
     }
@@ -164,6 +182,23 @@ pub fn load(dir: Option<&Path>, split: Split) -> Result<IdxSet> {
 pub const FASHION_MNIST_MEAN: f32 = 0.2860;
 /// Fashion-MNIST train-set std.
 pub const FASHION_MNIST_STD: f32 = 0.3530;
+/// MNIST train-set mean of `[0, 1]` pixels (torchvision's 0.1307).
+pub const MNIST_MEAN: f32 = 0.1307;
+/// MNIST train-set std (torchvision's 0.3081).
+pub const MNIST_STD: f32 = 0.3081;
+/// MNIST's classes: the digits.
+pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+impl MnistTransform {
+    /// The defaults for digit MNIST: its own mean and std.
+    pub fn mnist() -> Self {
+        Self {
+            mean: MNIST_MEAN,
+            std: MNIST_STD,
+            ..Self::default()
+        }
+    }
+}
 
 /// Settings of the (Fashion-)MNIST pipeline.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -198,6 +233,8 @@ pub struct MnistDataset {
     pub transform: MnistTransform,
     /// Apply the random parts.
     pub train: bool,
+    /// Digit MNIST (class names `0`–`9`) rather than Fashion-MNIST.
+    pub digits: bool,
 }
 
 impl crate::Dataset for MnistDataset {
@@ -211,10 +248,12 @@ impl crate::Dataset for MnistDataset {
         10
     }
     fn class_names(&self) -> Vec<String> {
-        FASHION_MNIST_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        let names: &[&str] = if self.digits {
+            &MNIST_CLASSES
+        } else {
+            &FASHION_MNIST_CLASSES
+        };
+        names.iter().map(|s| s.to_string()).collect()
     }
     fn label(&self, index: usize) -> usize {
         self.set.labels[index] as usize

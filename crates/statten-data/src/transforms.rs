@@ -352,6 +352,40 @@ impl ImageTransform {
                 cfg.std.len()
             )));
         }
+        if cfg.mean.len() != 3 {
+            return Err(TransformError(format!(
+                "transform.mean/std have {} entries; the images have 3 channels (RGB)",
+                cfg.mean.len()
+            )));
+        }
+        if let Some(s) = cfg.std.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
+            return Err(TransformError(format!(
+                "transform.std holds {s}; every entry must be a positive number"
+            )));
+        }
+        if cfg.size == 0 {
+            return Err(TransformError("transform.size must be positive".into()));
+        }
+        for (key, (lo, hi)) in [("scale", cfg.scale), ("ratio", cfg.ratio)] {
+            if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+                return Err(TransformError(format!(
+                    "transform.{key} = [{lo}, {hi}] must be two positive numbers, low ≤ high"
+                )));
+            }
+        }
+        if cfg.scale.1 > 1.0 {
+            return Err(TransformError(format!(
+                "transform.scale = [{}, {}]: areas are fractions of the image, at most 1",
+                cfg.scale.0, cfg.scale.1
+            )));
+        }
+        for (key, p) in [("hflip", cfg.hflip), ("random_erasing", cfg.random_erasing)] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(TransformError(format!(
+                    "transform.{key} = {p} is a probability, in [0, 1]"
+                )));
+            }
+        }
         if !(cfg.crop_pct > 0.0 && cfg.crop_pct <= 1.0) {
             return Err(TransformError(format!(
                 "transform.crop_pct = {} must be in (0, 1]",

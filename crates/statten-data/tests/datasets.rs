@@ -547,3 +547,48 @@ fn cmyk_jpeg_decodes_to_rgb() {
     let p = ib.px(0, 0);
     assert!(p[0] != p[1] || p[1] != p[2], "{p:?}");
 }
+
+#[test]
+fn an_epoch_resumed_at_a_batch_gives_the_same_remaining_batches() {
+    let ds: Arc<dyn statten_data::Dataset> = Arc::new(cifar_dataset(true));
+    let loader = Loader::new(
+        ds,
+        LoaderConfig {
+            batch_size: 3,
+            shuffle: true,
+            seed: 7,
+            workers: 2,
+            ..Default::default()
+        },
+    );
+    let all: Vec<_> = loader.epoch(1).collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len(), 7);
+    let rest: Vec<_> = loader.epoch_from(1, 4).collect::<Result<_, _>>().unwrap();
+    assert_eq!(rest.len(), 3);
+    for (a, b) in all[4..].iter().zip(&rest) {
+        assert_eq!(a.indices, b.indices);
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(a.data, b.data, "augmentation differs after a resume");
+    }
+    assert_eq!(loader.epoch_from(1, 7).count(), 0);
+    assert_eq!(loader.epoch_from(1, 99).count(), 0);
+}
+
+#[test]
+fn every_indexed_image_extension_decodes() {
+    // torchvision's IMG_EXTENSIONS are indexed, so each must decode (not fail mid-epoch).
+    let dir = tmp("formats");
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = image::RgbImage::from_fn(5, 4, |x, y| image::Rgb([x as u8 * 40, y as u8 * 60, 7]));
+    for ext in ["jpg", "png", "ppm", "bmp", "tif", "tiff", "webp"] {
+        let p = dir.join(format!("a.{ext}"));
+        img.save(&p).unwrap_or_else(|e| panic!("{ext}: {e}"));
+        let d = statten_data::imagenet::decode_image(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((d.w, d.h), (5, 4), "{ext}");
+    }
+    let gray = image::GrayImage::from_fn(3, 3, |x, _| image::Luma([x as u8 * 80]));
+    let p = dir.join("g.pgm");
+    gray.save(&p).unwrap();
+    let d = statten_data::imagenet::decode_image(&p).unwrap();
+    assert_eq!((d.w, d.h), (3, 3));
+}
