@@ -32,6 +32,23 @@ fn devices() -> Vec<Device> {
     vec![Device::flex(), Device::ndarray()]
 }
 
+/// `got` equals `want` within `tol` everywhere: same length, no NaN/Inf on either side.
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            a.is_finite() && b.is_finite() && (a - b).abs() <= tol,
+            "{what}[{i}]: {a} vs {b}"
+        );
+    }
+}
+
 #[test]
 fn lif_golden_cases() {
     let g = load("lif_golden.json");
@@ -42,6 +59,16 @@ fn lif_golden_cases() {
         for case in cases {
             let name = case["name"].as_str().unwrap();
             let p = &case["params"];
+            // The settings the golden file was made with, read rather than assumed.
+            assert_eq!(p["v_reset"].as_f64(), Some(0.0), "{name}: v_reset");
+            assert_eq!(p["v_init"].as_f64(), Some(0.0), "{name}: v_init");
+            assert_eq!(
+                p["surrogate"].as_str(),
+                Some("Sigmoid"),
+                "{name}: surrogate"
+            );
+            assert_eq!(p["dtype"].as_str(), Some("float32"), "{name}: dtype");
+            assert_eq!(case["loss"].as_str(), Some("sum(spikes * loss_weights)"));
             let shape: Vec<usize> = case["shape"]
                 .as_array()
                 .unwrap()
@@ -51,29 +78,61 @@ fn lif_golden_cases() {
             let cfg = NeuronConfig {
                 tau: p["tau"].as_f64().unwrap(),
                 v_threshold: p["v_threshold"].as_f64().unwrap(),
+                decay_input: p["decay_input"].as_bool().unwrap(),
+                detach_reset: p["detach_reset"].as_bool().unwrap(),
                 surrogate: Surrogate::Sigmoid {
                     alpha: p["surrogate_alpha"].as_f64().unwrap(),
                 },
                 ..NeuronConfig::default()
             };
             let lif = cfg.init("lif", &ad);
+            let input = flat(&case["input"]);
             let x: Tensor<2> =
-                Tensor::from_data(TensorData::new(flat(&case["input"]), shape.clone()), &ad)
+                Tensor::from_data(TensorData::new(input.clone(), shape.clone()), &ad)
                     .require_grad();
-            let w: Tensor<2> = Tensor::from_data(
-                TensorData::new(flat(&case["loss_weights"]), shape.clone()),
-                &ad,
-            );
+            let weights = flat(&case["loss_weights"]);
+            let w: Tensor<2> =
+                Tensor::from_data(TensorData::new(weights.clone(), shape.clone()), &ad);
             let s = lif.forward(x.clone(), &mut Monitor::disabled());
             let spikes = to_vec(s.clone());
-            assert_eq!(spikes, flat(&case["spikes"]), "{name}: spikes");
+            let want_spikes = flat(&case["spikes"]);
+            assert_eq!(spikes, want_spikes, "{name}: spikes");
+            // The membrane: charged before firing, and after the reset (SpikingJelly's v_seq).
+            let plain: Tensor<2> = Tensor::from_data(TensorData::new(input, shape.clone()), &dev);
+            let trace = cfg.init("lif", &dev).membrane_trace(plain);
+            assert_close(
+                &to_vec(trace.h_charged),
+                &flat(&case["h_charged"]),
+                1e-6,
+                &format!("{name}: h_charged"),
+            );
+            assert_close(
+                &to_vec(trace.v_after_reset),
+                &flat(&case["v_seq_after_reset"]),
+                1e-6,
+                &format!("{name}: v_seq_after_reset"),
+            );
+            assert_eq!(to_vec(trace.spikes), want_spikes, "{name}: traced spikes");
+            // The loss, against the golden spikes and weights summed in f64.
             let loss = (s * w).sum();
+            let want_loss: f64 = want_spikes
+                .iter()
+                .zip(&weights)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum();
+            let got_loss = loss.clone().into_scalar::<f64>();
+            assert!(
+                (got_loss - want_loss).abs() <= 1e-5 * want_loss.abs().max(1.0),
+                "{name}: loss {got_loss} vs {want_loss}"
+            );
             let grads = loss.backward();
             let gx = to_vec(x.grad(&grads).expect("input grad"));
-            let want = flat(&case["grad_input"]);
-            for (i, (a, b)) in gx.iter().zip(&want).enumerate() {
-                assert!((a - b).abs() <= 1e-5, "{name}: grad_input[{i}] {a} vs {b}");
-            }
+            assert_close(
+                &gx,
+                &flat(&case["grad_input"]),
+                1e-5,
+                &format!("{name}: grad_input"),
+            );
         }
     }
 }
@@ -139,12 +198,37 @@ fn statten_attention_golden_variants() {
             let scale = var["scaling_factor"].as_f64().unwrap();
             let pool = name == "dvs_full";
             let (q0, k0, v0) = (inp("q_TBCHW"), inp("k_TBCHW"), inp("v_TBCHW"));
-            let f = |x: Tensor<5>| if pool { max_filter_5d(x) } else { x };
+            // DVS: the 3×3 max pool first; its output is compared with the reference's and
+            // then made the gradient's leaf, as the golden file stores the gradient after the
+            // pool (through the pool, ties between binary inputs make it implementation-defined).
+            let (q0, k0, v0) = if pool {
+                let pooled = |x: Tensor<5>, key: &str| {
+                    let p = max_filter_5d(x);
+                    assert_eq!(
+                        to_vec(p.clone()),
+                        flat(&var["pooled_qkv_TBCHW"][key]),
+                        "{name}: pooled {key}"
+                    );
+                    p.detach().require_grad()
+                };
+                (pooled(q0, "q"), pooled(k0, "k"), pooled(v0, "v"))
+            } else {
+                (q0, k0, v0)
+            };
             let (q, k, v) = (
-                heads(f(q0.clone()), h),
-                heads(f(k0.clone()), h),
-                heads(f(v0.clone()), h),
+                heads(q0.clone(), h),
+                heads(k0.clone(), h),
+                heads(v0.clone(), h),
             );
+            if pool {
+                for (key, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                    assert_eq!(
+                        to_vec(x.clone()),
+                        flat(&var["pooled_qkv_heads_TBhNd"][key]),
+                        "{name}: pooled {key} by heads"
+                    );
+                }
+            }
             let kv = statten_kv(k.clone(), v.clone(), cs, scale).unwrap();
             assert_eq!(
                 to_vec(kv),
@@ -158,8 +242,15 @@ fn statten_attention_golden_variants() {
                 flat(&var["pre_attn_lif_TBCN"]),
                 "{name}: pre-LIF output"
             );
+            let lp = &var["attn_lif_params"];
+            assert_eq!(lp["tau"].as_f64(), Some(2.0), "{name}: attn LIF tau");
+            assert_eq!(
+                lp["v_reset"].as_f64(),
+                Some(0.0),
+                "{name}: attn LIF v_reset"
+            );
             let lif = NeuronConfig::default()
-                .with_threshold(0.5)
+                .with_threshold(lp["v_threshold"].as_f64().unwrap())
                 .init("attn_lif", &ad);
             let spikes = lif.forward(pre.clone(), &mut Monitor::disabled());
             assert_eq!(
@@ -168,14 +259,15 @@ fn statten_attention_golden_variants() {
                 "{name}: spikes"
             );
             let grads = (pre * w_loss.clone()).sum().backward();
-            if !pool {
-                for (key, x) in [("q", &q0), ("k", &k0), ("v", &v0)] {
-                    let got = to_vec(x.grad(&grads).unwrap());
-                    let want = flat(&var["grad_qkv_TBCHW"][key]);
-                    for (a, bb) in got.iter().zip(&want) {
-                        assert!((a - bb).abs() <= 1e-5, "{name}: grad {key} {a} vs {bb}");
-                    }
-                }
+            let group = if pool {
+                "grad_wrt_pooled_qkv_TBCHW"
+            } else {
+                "grad_qkv_TBCHW"
+            };
+            for (key, x) in [("q", &q0), ("k", &k0), ("v", &v0)] {
+                let got = to_vec(x.grad(&grads).unwrap());
+                let want = flat(&var[group][key]);
+                assert_close(&got, &want, 1e-5, &format!("{name}: {group} {key}"));
             }
         }
     }

@@ -224,11 +224,15 @@ pub fn named_tensors<M: Module + ModuleSnapshot>(model: &M) -> Vec<NamedTensor> 
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
+            // Burn gives running statistics ids too; they are buffers, not parameters.
+            let buffer = crate::layers::BATCHNORM_BUFFERS
+                .iter()
+                .any(|b| name.rsplit('.').next() == Some(*b));
             Some(NamedTensor {
                 name,
                 shape: shape.to_vec(),
                 values,
-                param_id: id,
+                param_id: if buffer { None } else { id },
             })
         })
         .collect()

@@ -8,6 +8,9 @@ use burn::prelude::*;
 use burn::tensor::module::{batch_norm, batch_norm_train, max_pool2d};
 use burn::tensor::ops::MaxPoolOptions;
 
+/// The buffer (non-parameter) fields of [`TorchBatchNorm`], by their `state_dict` names.
+pub const BATCHNORM_BUFFERS: [&str; 2] = ["running_mean", "running_var"];
+
 /// BatchNorm over dimension 1 of a `[N, C, ...]` tensor with PyTorch's semantics: normalisation by
 /// the biased batch variance, running variance updated with the **unbiased** one
 /// (`running ← (1 − m)·running + m·batch`), eps 1e-5 and momentum 0.1 by default.

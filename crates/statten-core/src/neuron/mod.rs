@@ -180,6 +180,18 @@ impl NeuronConfig {
     }
 }
 
+/// The membrane of a multi-step neuron over time ([`MultiStepNeuron::membrane_trace`]), each
+/// `[T, M]`.
+#[derive(Debug, Clone)]
+pub struct MembraneTrace {
+    /// The charged membrane `h[t]`, before firing.
+    pub h_charged: Tensor<2>,
+    /// The spikes `s[t]`.
+    pub spikes: Tensor<2>,
+    /// The membrane after the reset, `v[t]` (SpikingJelly's `v_seq`).
+    pub v_after_reset: Tensor<2>,
+}
+
 /// A multi-step spiking layer over a `[T, ...]` input.
 #[derive(Module, Debug)]
 pub struct MultiStepNeuron {
@@ -338,6 +350,38 @@ impl MultiStepNeuron {
             out.push(s);
         }
         Tensor::cat(out, 0)
+    }
+
+    /// The membrane over time on a `[T, M]` input, as SpikingJelly records it: the charged
+    /// membrane `h[t]` (before firing), the spikes, and `v[t]` after the reset (its `v_seq`).
+    /// Values only (no gradient); the same recursion as [`Self::forward_per_step`].
+    pub fn membrane_trace(&self, x: Tensor<2>) -> MembraneTrace {
+        let x = x.detach();
+        let [t_steps, _] = x.dims();
+        let decay = self
+            .w
+            .as_ref()
+            .map(|w| sigmoid(w.val().detach()).unsqueeze::<2>());
+        let mut v: Option<Tensor<2>> = None;
+        let (mut hs, mut ss, mut vs) = (vec![], vec![], vec![]);
+        for x_t in x.chunk(t_steps, 0) {
+            let h = self.charge(v, x_t, decay.clone());
+            let fired = h
+                .clone()
+                .sub_scalar(self.v_threshold)
+                .greater_equal_elem(0.0)
+                .float();
+            let after = self.reset(h.clone(), fired.clone());
+            hs.push(h);
+            ss.push(fired);
+            vs.push(after.clone());
+            v = Some(after);
+        }
+        MembraneTrace {
+            h_charged: Tensor::cat(hs, 0),
+            spikes: Tensor::cat(ss, 0),
+            v_after_reset: Tensor::cat(vs, 0),
+        }
     }
 
     fn reset(&self, h: Tensor<2>, s: Tensor<2>) -> Tensor<2> {
