@@ -81,14 +81,51 @@ pub struct ParityOptions {
     pub relax_sps_ties: bool,
 }
 
+/// Largest |a − b|; NaN when either side holds a NaN (a NaN must never look like agreement),
+/// infinite when the lengths differ.
 fn max_abs(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() != b.len() {
+        return f64::INFINITY;
+    }
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+        .fold(0.0, |m, d| {
+            if m.is_nan() || d.is_nan() {
+                f64::NAN
+            } else {
+                m.max(d)
+            }
+        })
+}
+
+/// Why two tensors cannot be compared value by value: different lengths, or a NaN/Inf on
+/// either side. `None` when both are finite and of one length.
+fn unfit(ours: &[f64], reference: &[f64]) -> Option<String> {
+    if ours.len() != reference.len() {
+        return Some(format!(
+            "{} values vs the reference's {}",
+            ours.len(),
+            reference.len()
+        ));
+    }
+    for (side, v) in [("ours", ours), ("the reference's", reference)] {
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Some(format!("{side} value {i} is {}", v[i]));
+        }
+    }
+    None
+}
+
+/// `x <= tol`, false for NaN.
+fn within(x: f64, tol: f64) -> bool {
+    x <= tol
 }
 
 fn rel_l2(a: &[f64], reference: &[f64]) -> f64 {
+    if a.len() != reference.len() {
+        return f64::INFINITY;
+    }
     let num: f64 = a
         .iter()
         .zip(reference)
@@ -192,20 +229,32 @@ fn spike_group(
         .filter(|k| k.starts_with(prefix))
         .collect();
     keys.sort();
-    for k in keys {
+    for k in &keys {
         let layer = &k[prefix.len()..];
-        let want = fx.tensors[k].values[0];
+        let Some(&want) = fx.tensors[*k].values.first() else {
+            bad.push(format!("{layer}: empty reference count"));
+            continue;
+        };
         compared += 1;
         match ours.get(layer) {
             Some(&got) => {
                 let d = (got - want).abs();
-                worst = worst.max(d);
-                if d != 0.0 {
+                worst = if d.is_nan() { f64::NAN } else { worst.max(d) };
+                if !(d == 0.0) {
                     bad.push(format!("{layer}: {got} vs {want}"));
                 }
             }
             None => bad.push(format!("{layer}: layer did not run")),
         }
+    }
+    let mut extra: Vec<&str> = ours
+        .keys()
+        .filter(|l| !keys.iter().any(|k| &k[prefix.len()..] == **l))
+        .copied()
+        .collect();
+    extra.sort();
+    for l in extra {
+        bad.push(format!("{l}: ran in our model but has no reference count"));
     }
     CheckGroup {
         name: name.into(),
@@ -222,21 +271,19 @@ fn spike_group(
 }
 
 fn value_group(name: &str, ours: &[f64], reference: &FixTensor, tol: f64) -> CheckGroup {
-    let (ma, rel) = if ours.len() == reference.values.len() {
-        (
-            max_abs(ours, &reference.values),
-            rel_l2(ours, &reference.values),
-        )
-    } else {
-        (f64::INFINITY, f64::INFINITY)
-    };
+    let problem = unfit(ours, &reference.values);
+    let ma = max_abs(ours, &reference.values);
+    let rel = rel_l2(ours, &reference.values);
     CheckGroup {
         name: name.into(),
         max_abs: ma,
         max_rel: rel,
         compared: 1,
-        pass: ma <= tol,
-        detail: format!("max abs <= {tol:e}"),
+        pass: problem.is_none() && within(ma, tol),
+        detail: match problem {
+            Some(p) => format!("max abs <= {tol:e}; {p}"),
+            None => format!("max abs <= {tol:e}"),
+        },
     }
 }
 
@@ -300,7 +347,7 @@ pub fn run_parity(
         ),
         &ad,
     );
-    let loss = cross_entropy(logits.clone(), target, 0.0);
+    let loss = cross_entropy(logits.clone(), target, fx.label_smoothing()?);
     groups.push(spike_group(
         "spikes_train",
         &fx,
@@ -360,10 +407,15 @@ pub fn run_parity(
             bad.push(format!("{key}: no gradient"));
             continue;
         };
+        if let Some(p) = unfit(&ours, &reference.values) {
+            bad.push(format!("{key}: {p}"));
+            g.max_abs = f64::NAN;
+            continue;
+        }
         let ma = max_abs(&ours, &reference.values);
         g.max_abs = g.max_abs.max(ma);
         if zero_grad.contains(key) {
-            if ma > 1e-5 {
+            if !within(ma, 1e-5) {
                 bad.push(format!(
                     "{key}: zero-by-construction grad max abs {ma:.3e} > 1e-5"
                 ));
@@ -381,9 +433,21 @@ pub fn run_parity(
         } else {
             1e-4
         };
-        if rel > tol {
+        if !within(rel, tol) {
             bad.push(format!("{key}: rel-L2 {rel:.3e} > {tol:e}"));
         }
+    }
+    let mut orphans: Vec<&str> = fx
+        .tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("grad/"))
+        .filter(|k| !params.iter().any(|p| p.name == *k))
+        .collect();
+    orphans.sort();
+    for k in orphans {
+        bad.push(format!(
+            "{k}: reference gradient for a parameter the model lacks"
+        ));
     }
     g.pass = bad.is_empty() && g.compared > 0;
     g.detail = if bad.is_empty() {
@@ -416,16 +480,34 @@ pub fn run_parity(
         .filter(|t| t.name.ends_with("running_mean") || t.name.ends_with("running_var"))
     {
         let Some(r) = fx.tensors.get(&format!("bn_after/{}", nt.name)) else {
+            bad.push(format!("{}: not in the reference's bn_after", nt.name));
             continue;
         };
         g.compared += 1;
         let v: Vec<f64> = nt.values.iter().map(|&x| x as f64).collect();
+        if let Some(p) = unfit(&v, &r.values) {
+            bad.push(format!("{}: {p}", nt.name));
+            g.max_abs = f64::NAN;
+            continue;
+        }
         let ma = max_abs(&v, &r.values);
         g.max_abs = g.max_abs.max(ma);
         g.max_rel = g.max_rel.max(rel_l2(&v, &r.values));
-        if ma > 1e-6 {
+        if !within(ma, 1e-6) {
             bad.push(format!("{}: {ma:.3e}", nt.name));
         }
+    }
+    let mut orphans: Vec<&str> = fx
+        .tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("bn_after/"))
+        .filter(|k| !after_fwd.iter().any(|t| t.name == *k))
+        .collect();
+    orphans.sort();
+    for k in orphans {
+        bad.push(format!(
+            "{k}: reference BatchNorm statistic the model lacks"
+        ));
     }
     g.pass = bad.is_empty() && g.compared > 0;
     if !bad.is_empty() {
@@ -450,8 +532,12 @@ pub fn run_parity(
     let fresh_named = named_tensors(&fresh);
     let mut ref_grads = GradientsParams::new();
     for nt in fresh_named.iter().filter(|t| t.param_id.is_some()) {
+        // A reference gradient of another shape (a damaged fixture) is not applied: the grads
+        // group reports it, and this parameter's step then differs from the reference's.
         if let Some(gr) = fx.tensors.get(&format!("grad/{}", nt.name)) {
-            register_grad(&mut ref_grads, nt, gr, &ad);
+            if gr.shape == nt.shape && gr.values.len() == nt.values.len() {
+                register_grad(&mut ref_grads, nt, gr, &ad);
+            }
         }
     }
     let stepped = AdamW::new(acfg).step(lr, fresh, ref_grads);
@@ -504,15 +590,21 @@ fn after_step_group(
                 .iter()
                 .map(|&x| x as f64)
                 .collect();
-            if max_abs(&v, &b) != 0.0 {
+            if !(max_abs(&v, &b) == 0.0) {
                 bad.push(format!("{}: changed although it has no gradient", nt.name));
             }
             continue;
         }
         let Some(r) = fx.tensors.get(&format!("after_step/{}", nt.name)) else {
+            bad.push(format!("{}: not in the reference's after_step", nt.name));
             continue;
         };
         g.compared += 1;
+        if let Some(p) = unfit(&v, &r.values) {
+            bad.push(format!("{}: {p}", nt.name));
+            g.max_abs = f64::NAN;
+            continue;
+        }
         let ma = max_abs(&v, &r.values);
         let t = if zero_grad.contains(&nt.name) && model_grads {
             2.0 * lr
@@ -523,9 +615,19 @@ fn after_step_group(
             g.max_abs = g.max_abs.max(ma);
             g.max_rel = g.max_rel.max(ma / lr);
         }
-        if ma > t {
+        if !within(ma, t) {
             bad.push(format!("{}: {ma:.3e} > {t:.2e}", nt.name));
         }
+    }
+    let mut orphans: Vec<&str> = fx
+        .tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("after_step/"))
+        .filter(|k| !after.iter().any(|t| t.name == *k))
+        .collect();
+    orphans.sort();
+    for k in orphans {
+        bad.push(format!("{k}: reference parameter the model lacks"));
     }
     g.pass = bad.is_empty() && g.compared > 0;
     if !bad.is_empty() {

@@ -47,6 +47,7 @@ fn pth_checkpoints_load_like_safetensors() {
         assert_eq!(got.len(), want.len());
         for (a, b) in got.iter().zip(&want) {
             assert_eq!(a.name, b.name);
+            assert_eq!(a.values.len(), b.values.len(), "{name}: {} length", a.name);
             for (x, y) in a.values.iter().zip(&b.values) {
                 assert!(
                     (x - y).abs() <= tol * (1.0 + y.abs()),
