@@ -125,11 +125,8 @@ fn fused_equals_composite_on_flex() {
 }
 
 #[test]
+#[cfg_attr(statten_skip_wgpu, ignore = "STATTEN_SKIP_WGPU is set")]
 fn fused_equals_composite_on_wgpu() {
-    if std::env::var_os("STATTEN_SKIP_WGPU").is_some() {
-        eprintln!("STATTEN_SKIP_WGPU is set: fused LIF on wgpu skipped");
-        return;
-    }
     check_device(Device::wgpu(Default::default()), 5, 3000);
 }
 

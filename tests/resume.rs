@@ -96,6 +96,7 @@ fn resumed_run_equals_uninterrupted_run() {
     )
     .unwrap();
     assert_eq!(resumed.history.len(), 3);
+    assert_eq!(full.history.len(), 3);
     for (a, b) in full.history.iter().zip(&resumed.history) {
         assert_eq!(
             key(a),

@@ -260,12 +260,12 @@ fn data_parallel_over_two_cpu_devices_learns_as_one_device() {
 }
 
 #[test]
+#[cfg_attr(statten_skip_wgpu, ignore = "STATTEN_SKIP_WGPU is set")]
 fn one_epoch_trains_on_wgpu() {
-    if std::env::var_os("STATTEN_SKIP_WGPU").is_some() {
-        eprintln!("STATTEN_SKIP_WGPU set: skipping");
-        return;
-    }
-    // On CI this is Mesa's software Vulkan: it checks the code path, not speed.
+    // On CI this is Mesa's software Vulkan: it checks the code path, not speed. The initial
+    // weights come from each backend's own generator, so wgpu and flex start from different
+    // models; one epoch of 32 images leaves both near chance, ln 10 ≈ 2.303, which NaN, Inf,
+    // an untrained-at-all path (loss 0) or exploding logits would miss.
     let cfg = RunConfig::parse(
         TINY,
         &[
@@ -287,6 +287,13 @@ fn one_epoch_trains_on_wgpu() {
     .unwrap();
     let r = &s.history[0];
     println!("wgpu epoch: {r:?}");
-    assert!(r.train_loss.is_finite() && r.eval_loss.is_finite());
-    assert!(r.eval_top1 >= 0.0 && r.images_per_s > 0.0);
+    let chance = 10f64.ln();
+    assert!(
+        (r.train_loss - chance).abs() < 0.3 && (r.eval_loss - chance).abs() < 0.3,
+        "{r:?}"
+    );
+    assert!(
+        (0.0..=100.0).contains(&r.eval_top1) && r.images_per_s > 0.0,
+        "{r:?}"
+    );
 }
