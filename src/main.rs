@@ -13,6 +13,7 @@ use statten_data::events::frames::SplitBy;
 use statten_data::events::resize::Interp;
 use statten_data::events::EventFormat;
 use statten_train::config::RunConfig;
+use statten_train::rundir::RunDir;
 use statten_train::trainer::{eval_checkpoint, train, RunOptions};
 
 #[derive(Parser)]
@@ -71,6 +72,9 @@ enum Command {
         /// presets`) at --batch, repeated --iters times; prints images/s and peak memory.
         #[arg(long, value_name = "PRESET")]
         train: Option<String>,
+        /// With --train: override a model key of the preset, e.g. `--set model.chunk_size=2`.
+        #[arg(long = "set", value_name = "model.KEY=VALUE", requires = "train")]
+        sets: Vec<String>,
         /// CPU threads (default: RAYON_NUM_THREADS, else all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -99,10 +103,18 @@ enum Command {
         /// one already holds a run).
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Continue a run: from CKPT, or from <output>/checkpoints/last.safetensors when no path
-        /// is given.
+        /// Continue a run: from CKPT, or without a path from <output>/checkpoints/last.safetensors
+        /// (without --output: the newest run of this config under runs/). A mid-epoch checkpoint
+        /// continues from its step.
         #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "CKPT")]
-        resume: Option<PathBuf>,
+        resume: Option<String>,
+        /// Replace the run in --output (its config, metrics, plots and checkpoints) instead of
+        /// refusing to write into it.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
+        /// Resume with a config that differs from the one the checkpoint was written with.
+        #[arg(long, requires = "resume")]
+        allow_config_change: bool,
         /// No progress bars or per-epoch lines.
         #[arg(long)]
         quiet: bool,
@@ -233,17 +245,49 @@ fn fresh_output(config: &std::path::Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     let base = PathBuf::from("runs").join(&stem);
-    if !base.join("checkpoints/last.safetensors").exists() {
+    if !RunDir::holds_run(&base) {
         return base;
     }
     (2..)
         .map(|i| PathBuf::from("runs").join(format!("{stem}-{i}")))
-        .find(|p| !p.exists())
+        .find(|p| !RunDir::holds_run(p))
         .unwrap()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_train(
+/// The newest run of `config` under runs/ (`runs/<stem>` or `runs/<stem>-N`) that has a last
+/// checkpoint, by the checkpoint's modification time.
+fn newest_run(config: &std::path::Path) -> Result<PathBuf, String> {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let runs = PathBuf::from("runs");
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for e in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name == stem
+            || name
+                .strip_prefix(&format!("{stem}-"))
+                .is_some_and(|n| n.parse::<u64>().is_ok());
+        let ck = RunDir::at(e.path()).last_checkpoint();
+        if let (true, Ok(m)) = (ours, ck.metadata().and_then(|m| m.modified())) {
+            if best.as_ref().is_none_or(|(t, _)| m > *t) {
+                best = Some((m, e.path()));
+            }
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        format!(
+            "--resume: no run of {} with a checkpoint under {}/ (give --output RUN_DIR or a \
+             checkpoint path)",
+            config.display(),
+            runs.display()
+        )
+    })
+}
+
+/// The `train` command's arguments.
+struct TrainArgs {
     config: PathBuf,
     sets: Vec<String>,
     device: Option<DeviceName>,
@@ -251,8 +295,25 @@ fn run_train(
     data_dir: Option<PathBuf>,
     output: Option<PathBuf>,
     resume: Option<PathBuf>,
+    overwrite: bool,
+    allow_config_change: bool,
     quiet: bool,
-) -> Result<(), String> {
+}
+
+/// Train; `Ok(Some(status))` when a signal stopped the run (checkpoint written).
+fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
+    let TrainArgs {
+        config,
+        sets,
+        device,
+        devices,
+        data_dir,
+        output,
+        resume,
+        overwrite,
+        allow_config_change,
+        quiet,
+    } = a;
     let mut cfg = RunConfig::load(&config, &sets)?;
     apply_cli_overrides(&mut cfg, device, data_dir);
     if !devices.is_empty() {
@@ -261,14 +322,21 @@ fn run_train(
             .map(|i| format!("{}:{i}", cfg.train.device))
             .collect();
     }
+    let bare_resume = resume.as_ref().is_some_and(|r| r.as_os_str().is_empty());
     let output = match (&output, &resume) {
         (Some(o), _) => o.clone(),
-        (None, Some(_)) => PathBuf::from("runs").join(config.file_stem().unwrap_or_default()),
+        (None, Some(_)) if bare_resume => newest_run(&config)?,
+        (None, Some(r)) => r
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.to_path_buf())
+            .filter(|p| RunDir::at(p).last_checkpoint().exists())
+            .unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default())),
         (None, None) => fresh_output(&config),
     };
     let resume = resume.map(|r| {
         if r.as_os_str().is_empty() {
-            output.join("checkpoints/last.safetensors")
+            RunDir::at(&output).last_checkpoint()
         } else {
             r
         }
@@ -299,12 +367,32 @@ fn run_train(
     let opts = RunOptions {
         output: output.clone(),
         resume,
-        stop_after: 0,
         progress: !quiet,
         verbose: !quiet,
+        overwrite,
+        allow_config_change,
+        stop: Some(statten::signals::install()),
+        ..Default::default()
     };
     let start = std::time::Instant::now();
     let s = train(&cfg, &opts)?;
+    if let Some(p) = &s.stopped {
+        let sig = statten::signals::received();
+        eprintln!(
+            "stopped at epoch {}, batch {}: the run is saved in {}; continue it with\n  \
+             statten train --config {} --output {} --resume",
+            p.epoch + 1,
+            p.batches_done,
+            p.checkpoint.display(),
+            config.display(),
+            output.display()
+        );
+        return Ok(Some(statten::signals::exit_status(if sig > 0 {
+            sig
+        } else {
+            15
+        })));
+    }
     if !quiet {
         println!(
             "done in {:.1} s: best eval top-1 {:.2} %; summary.csv, metrics.jsonl, curves.png, energy.json and checkpoints/ in {}",
@@ -315,8 +403,14 @@ fn run_train(
         if s.skipped > 0 {
             println!("{} undecodable samples were skipped", s.skipped);
         }
+        if s.skipped_steps > 0 {
+            println!(
+                "{} steps with a non-finite loss were skipped (train.skip_nonfinite)",
+                s.skipped_steps
+            );
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn run_eval(
@@ -588,11 +682,13 @@ fn run_bench(devices: &[DeviceName], iters: u64, warmup: u64, batch: usize, only
 fn run_bench_train(
     devices: &[DeviceName],
     preset: &str,
+    sets: &[String],
     iters: u64,
     warmup: u64,
     batch: usize,
 ) -> Result<(), String> {
-    let cfg = ModelConfig::preset(preset).map_err(|e| format!("--train: {e}"))?;
+    let cfg = statten_train::config::model_with_sets(preset, sets)
+        .map_err(|e| format!("--train: {e}"))?;
     for dev_name in devices {
         let dev = dev_name.device();
         let mut it = statten::bench::train_step_for(&dev, &cfg, batch);
@@ -604,9 +700,14 @@ fn run_bench_train(
                 None => "memory unknown".into(),
             },
         };
+        let overrides = if sets.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", sets.join(", "))
+        };
         println!(
-            "train {preset} T={} batch {batch} on {dev_name} ({} CPU threads): {med:.1} ms/step, \
-             {:.1} images/s, {memory}",
+            "train {preset}{overrides} T={} batch {batch} on {dev_name} ({} CPU threads): \
+             {med:.1} ms/step, {:.1} images/s, {memory}",
             cfg.time_steps,
             rayon::current_num_threads(),
             batch as f64 / med * 1e3,
@@ -656,6 +757,7 @@ fn main() -> ExitCode {
             batch,
             only,
             train,
+            sets,
             threads,
         } => {
             if let Err(e) = statten::threads::configure(threads) {
@@ -664,13 +766,15 @@ fn main() -> ExitCode {
             }
             let batch = batch as usize;
             match train {
-                Some(preset) => match run_bench_train(&device, &preset, iters, warmup, batch) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
+                Some(preset) => {
+                    match run_bench_train(&device, &preset, &sets, iters, warmup, batch) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            ExitCode::FAILURE
+                        }
                     }
-                },
+                }
                 None => {
                     run_bench(&device, iters, warmup, batch, &only);
                     ExitCode::SUCCESS
@@ -685,14 +789,26 @@ fn main() -> ExitCode {
             data_dir,
             output,
             resume,
+            overwrite,
+            allow_config_change,
             quiet,
             threads,
         } => match statten::threads::configure(threads).and_then(|_| {
-            run_train(
-                config, sets, device, devices, data_dir, output, resume, quiet,
-            )
+            run_train(TrainArgs {
+                config,
+                sets,
+                device,
+                devices,
+                data_dir,
+                output,
+                resume: resume.map(PathBuf::from),
+                overwrite,
+                allow_config_change,
+                quiet,
+            })
         }) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(None) => ExitCode::SUCCESS,
+            Ok(Some(status)) => ExitCode::from(status),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE

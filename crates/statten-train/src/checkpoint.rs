@@ -47,7 +47,9 @@ pub struct CheckpointMeta {
     pub version: u32,
     /// Epochs completed.
     pub epochs_done: usize,
-    /// Best eval top-1 so far.
+    /// Best eval top-1 so far (−∞ before the first evaluation). Stored as text, as JSON has no
+    /// infinity.
+    #[serde(with = "exact_f64")]
     pub best_top1: f64,
     /// Per-epoch history. Stored as text rows written with Rust's exact float formatting:
     /// serde_json's default float parser is not correctly rounded, and a resumed run must
@@ -58,6 +60,98 @@ pub struct CheckpointMeta {
     pub optim_steps: HashMap<String, u64>,
     /// The resolved config (TOML).
     pub config: String,
+    /// Batches of epoch `epochs_done` (0-based) already trained: 0 at the end of an epoch, more
+    /// in a mid-epoch checkpoint, which a resume continues from that batch.
+    #[serde(default)]
+    pub batches_done: usize,
+    /// The running train statistics of that partial epoch (with `batches_done` > 0).
+    #[serde(default, with = "exact_partial")]
+    pub partial: Option<PartialEpoch>,
+    /// Training steps skipped so far for a non-finite loss (`train.skip_nonfinite`).
+    #[serde(default)]
+    pub skipped_steps: usize,
+    /// The optimizer whose state the file holds (`adamw`, `lamb`, `sgd`; empty in files
+    /// written before it was recorded).
+    #[serde(default)]
+    pub optimizer: String,
+}
+
+/// The running train statistics of an epoch in progress, kept exactly so that a run resumed
+/// mid-epoch reports the same epoch means as one that was never stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PartialEpoch {
+    /// Sum of per-sample train losses.
+    pub loss_sum: f64,
+    /// Samples in that sum.
+    pub loss_n: f64,
+    /// Top-1 hits against the unmixed labels.
+    pub correct: usize,
+    /// Samples trained on.
+    pub seen: usize,
+    /// Wall seconds spent on the epoch so far.
+    pub seconds: f64,
+}
+
+/// An `f64` as text with Rust's exact formatting (`-inf` and `NaN` included); numbers of older
+/// files are read too, and `null` (which serde_json writes for a non-finite value) as −∞.
+mod exact_f64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        v.to_string().serialize(s)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Number(f64),
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => t
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("`{t}` is not a number"))),
+            Repr::Number(v) => Ok(v),
+            Repr::Null(()) => Ok(f64::NEG_INFINITY),
+        }
+    }
+}
+
+/// `PartialEpoch` as one text row of exactly round-tripping numbers (see `exact_history`).
+mod exact_partial {
+    use super::PartialEpoch;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<PartialEpoch>, s: S) -> Result<S::Ok, S::Error> {
+        p.map(|p| {
+            format!(
+                "{},{},{},{},{}",
+                p.loss_sum, p.loss_n, p.correct, p.seen, p.seconds
+            )
+        })
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PartialEpoch>, D::Error> {
+        let Some(row) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let bad = || serde::de::Error::custom(format!("bad partial-epoch row `{row}`"));
+        let v: Vec<&str> = row.split(',').collect();
+        if v.len() != 5 {
+            return Err(bad());
+        }
+        Ok(Some(PartialEpoch {
+            loss_sum: v[0].parse().map_err(|_| bad())?,
+            loss_n: v[1].parse().map_err(|_| bad())?,
+            correct: v[2].parse().map_err(|_| bad())?,
+            seen: v[3].parse().map_err(|_| bad())?,
+            seconds: v[4].parse().map_err(|_| bad())?,
+        }))
+    }
 }
 
 /// (De)serialises the history as `"epoch,train_loss,…,seconds"` rows; Rust's `f64` `Display`
@@ -151,6 +245,7 @@ pub fn save<M: Module + ModuleSnapshot>(
         owned.push((format!("model.{}", t.name), t.shape, f32_bytes(&t.values)));
     }
     let mut meta = meta.clone();
+    meta.optimizer = opt.kind_name().to_string();
     meta.optim_steps.clear();
     for (name, step, ts) in optim {
         meta.optim_steps.insert(name.clone(), step);
@@ -178,17 +273,23 @@ pub fn save<M: Module + ModuleSnapshot>(
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        // A full disk leaves the previous checkpoint as it was and no half-written file.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map_err(|e| err(e.to_string()))
 }
 
 /// Copy a checkpoint written by [`save`] to another name, atomically (for `best` and
 /// `epoch_NNNN`, which hold the same state as `last` when they are written).
 pub fn copy(from: &Path, to: &Path) -> Result<(), String> {
     let tmp = to.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::copy(from, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, to))
-        .map_err(|e| format!("{}: cannot write checkpoint: {e}", to.display()))
+    let r = std::fs::copy(from, &tmp).and_then(|_| std::fs::rename(&tmp, to));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map_err(|e| format!("{}: cannot write checkpoint: {e}", to.display()))
 }
 
 /// Read only the metadata of a checkpoint.
@@ -260,7 +361,22 @@ pub fn load<M: Module + ModuleSnapshot>(
         .map_err(|e| format!("{}: {e}", path.display()))?;
     load_reference_bytes(model, model_bytes, path).map_err(|e| e.to_string())?;
     if let Some(opt) = opt {
+        if !meta.optimizer.is_empty() && meta.optimizer != opt.kind_name() {
+            return Err(format!(
+                "{}: holds {} optimizer state; this run uses {} (set optimizer.kind = \"{}\" \
+                 or start a new run)",
+                path.display(),
+                meta.optimizer,
+                opt.kind_name(),
+                meta.optimizer
+            ));
+        }
         let (_, ids) = param_names(&*model);
+        let sizes: HashMap<String, usize> = named_tensors(&*model)
+            .into_iter()
+            .filter(|t| t.param_id.is_some())
+            .map(|t| (t.name, t.shape.iter().product()))
+            .collect();
         let entries = optim
             .into_iter()
             .map(|(name, mut ts)| {
@@ -269,7 +385,7 @@ pub fn load<M: Module + ModuleSnapshot>(
                 (name, step, ts.into_iter().map(|t| t.1).collect())
             })
             .collect();
-        opt.import(entries, &ids, device)
+        opt.import(entries, &ids, &sizes, device)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(meta)

@@ -71,6 +71,17 @@ pub struct TrainConfig {
     pub eval_interval: usize,
     /// Keep a checkpoint every N epochs besides `last` and `best` (0 = none).
     pub checkpoint_every: usize,
+    /// Keep only the newest K of those `epoch_NNNN` checkpoints (0 = all).
+    pub keep_checkpoints: usize,
+    /// Also write `last` every N steps inside an epoch, with the position in the epoch, so that
+    /// `--resume` continues from that step (0 = only at epoch ends).
+    pub checkpoint_every_steps: usize,
+    /// Also write `last` inside an epoch when this many minutes have passed since the last
+    /// checkpoint (0 = off).
+    pub checkpoint_every_minutes: f64,
+    /// Skip (and count) a step whose loss is NaN or infinite instead of stopping the run; the
+    /// model, optimizer state and BatchNorm statistics stay as before that step.
+    pub skip_nonfinite: bool,
     /// Device: cpu, flex, ndarray or wgpu.
     pub device: String,
     /// Data-parallel devices, e.g. `["wgpu", "wgpu:1"]` or `["cpu", "cpu"]`: each batch is split
@@ -91,6 +102,10 @@ impl Default for TrainConfig {
             seed: 42,
             eval_interval: 1,
             checkpoint_every: 0,
+            keep_checkpoints: 0,
+            checkpoint_every_steps: 0,
+            checkpoint_every_minutes: 0.0,
+            skip_nonfinite: false,
             device: "cpu".into(),
             devices: Vec::new(),
             max_batches: 0,
@@ -159,6 +174,42 @@ pub fn apply_set(raw: &mut toml::Table, assignment: &str) -> Result<(), String> 
     Ok(())
 }
 
+/// A `[model]` table: its `preset` (default: the default model) with the table's other keys
+/// merged over it, each checked against the model's fields.
+pub fn model_from_table(t: &toml::Table) -> Result<ModelConfig, String> {
+    let mut t = t.clone();
+    let base = match t.remove("preset") {
+        Some(toml::Value::String(p)) => ModelConfig::preset(&p).map_err(|e| e.to_string())?,
+        Some(_) => return Err("model.preset: must be a string".into()),
+        None => ModelConfig::default(),
+    };
+    let table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+    let merged = merge_checked(table, &t, "model")?;
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("model: {}", e.message().trim()))
+}
+
+/// A preset with `model.KEY=VALUE` overrides (as `--set` gives them), validated.
+pub fn model_with_sets(preset: &str, sets: &[String]) -> Result<ModelConfig, String> {
+    let mut raw = toml::Table::new();
+    let mut model = toml::Table::new();
+    model.insert("preset".into(), toml::Value::String(preset.into()));
+    raw.insert("model".into(), toml::Value::Table(model));
+    for s in sets {
+        if !s.trim_start().starts_with("model.") {
+            return Err(format!("--set `{s}`: only model.KEY=VALUE applies here"));
+        }
+        apply_set(&mut raw, s)?;
+    }
+    let Some(toml::Value::Table(t)) = raw.get("model") else {
+        return Err("model: must be a table".into());
+    };
+    let cfg = model_from_table(t)?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
 impl RunConfig {
     /// Parse TOML text with `--set` overrides applied first.
     pub fn parse(text: &str, sets: &[String]) -> Result<Self, String> {
@@ -184,21 +235,7 @@ impl RunConfig {
             }
         }
         let model = match raw.get("model") {
-            Some(toml::Value::Table(t)) => {
-                let mut t = t.clone();
-                let base = match t.remove("preset") {
-                    Some(toml::Value::String(p)) => {
-                        ModelConfig::preset(&p).map_err(|e| e.to_string())?
-                    }
-                    Some(_) => return Err("model.preset: must be a string".into()),
-                    None => ModelConfig::default(),
-                };
-                let table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
-                let merged = merge_checked(table, &t, "model")?;
-                toml::Value::Table(merged)
-                    .try_into()
-                    .map_err(|e: toml::de::Error| format!("model: {}", e.message().trim()))?
-            }
+            Some(toml::Value::Table(t)) => model_from_table(t)?,
             Some(_) => return Err("`model` must be a table".into()),
             None => return Err("missing [model] table (e.g. preset = \"cifar10-2-512\")".into()),
         };
@@ -316,6 +353,12 @@ impl RunConfig {
         }
         if self.optimizer.lr <= 0.0 {
             return Err("optimizer.lr must be positive".into());
+        }
+        let minutes = self.train.checkpoint_every_minutes;
+        if !(minutes.is_finite() && minutes >= 0.0) {
+            return Err(format!(
+                "train.checkpoint_every_minutes = {minutes}: must be a number ≥ 0 (0 = off)"
+            ));
         }
         Ok(())
     }

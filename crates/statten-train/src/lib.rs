@@ -14,5 +14,6 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
+pub mod rundir;
 pub mod schedule;
 pub mod trainer;

@@ -45,6 +45,16 @@ impl Mean {
         self.n += n as f64;
     }
 
+    /// A mean from its parts, as [`Mean::parts`] gives them.
+    pub fn from_parts(sum: f64, n: f64) -> Self {
+        Self { sum, n }
+    }
+
+    /// `(weighted sum, total weight)`.
+    pub fn parts(&self) -> (f64, f64) {
+        (self.sum, self.n)
+    }
+
     /// The mean (0 when empty).
     pub fn get(&self) -> f64 {
         if self.n > 0.0 {

@@ -6,8 +6,8 @@
 //! plain CE on the mean-over-T logits, firing rates for the energy report), `summary.csv`,
 //! `metrics.jsonl`, `energy.json`, `curves.png`, and checkpoints `last`, `best` and every N.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,26 +21,53 @@ use statten_data::loader::{HostBatch, Loader, LoaderConfig};
 use statten_data::mixup::mix_batch;
 use statten_data::{Dataset, Rng};
 
-use crate::checkpoint::{self, CheckpointMeta, EpochRecord};
+use crate::checkpoint::{self, CheckpointMeta, EpochRecord, PartialEpoch};
 use crate::config::{LossKind, RunConfig};
 use crate::energy::{EnergyReport, RateAccumulator};
 use crate::loss::{cross_entropy, soft_target_cross_entropy, tet_loss};
 use crate::metrics::{top1_top5, Mean};
 use crate::optim::{clip_grad_norm, Optimizer};
+use crate::rundir::{Existing, RunDir};
 
-/// The Burn device for a name (`cpu` = flex). `wgpu:N` selects the N-th discrete GPU; `cpu:N`
-/// is the CPU again (data-parallel tests on one machine).
+/// The Burn device for a name (`cpu` = flex). `wgpu:N` selects the N-th discrete GPU;
+/// `wgpu:integrated:N`, `wgpu:virtual:N` and `wgpu:cpu` (a software adapter such as lavapipe)
+/// select the other adapter kinds; `cpu:N` is the CPU again (data-parallel tests on one machine).
 pub fn device_from_name(name: &str) -> Result<Device, String> {
     let lower = name.to_ascii_lowercase();
-    if let Some((kind, idx)) = lower.split_once(':') {
-        let i: usize = idx
-            .parse()
-            .map_err(|_| format!("device `{name}`: `{idx}` is not an index"))?;
+    let bad_index = |idx: &str| format!("device `{name}`: `{idx}` is not an index");
+    if let Some((kind, rest)) = lower.split_once(':') {
         return match kind {
-            "cpu" | "flex" => Ok(Device::flex()),
+            "cpu" | "flex" => {
+                rest.parse::<usize>().map_err(|_| bad_index(rest))?;
+                Ok(Device::flex())
+            }
             #[allow(deprecated)]
-            "ndarray" => Ok(Device::ndarray()),
-            "wgpu" | "gpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i))),
+            "ndarray" => {
+                rest.parse::<usize>().map_err(|_| bad_index(rest))?;
+                Ok(Device::ndarray())
+            }
+            "wgpu" | "gpu" => {
+                use burn::tensor::DeviceKind as K;
+                let kind = match rest.split_once(':') {
+                    None if rest == "cpu" => K::Cpu,
+                    None => K::DiscreteGpu(rest.parse().map_err(|_| bad_index(rest))?),
+                    Some((k, i)) => {
+                        let i: usize = i.parse().map_err(|_| bad_index(i))?;
+                        match k {
+                            "discrete" => K::DiscreteGpu(i),
+                            "integrated" => K::IntegratedGpu(i),
+                            "virtual" => K::VirtualGpu(i),
+                            o => {
+                                return Err(format!(
+                                    "device `{name}`: unknown adapter kind `{o}` (discrete, \
+                                     integrated, virtual, or wgpu:cpu)"
+                                ))
+                            }
+                        }
+                    }
+                };
+                Ok(Device::wgpu(kind))
+            }
             o => Err(format!("unknown device `{o}` (cpu, flex, ndarray, wgpu)")),
         };
     }
@@ -52,6 +79,41 @@ pub fn device_from_name(name: &str) -> Result<Device, String> {
         o => Err(format!(
             "train.device: unknown device `{o}` (cpu, flex, ndarray, wgpu)"
         )),
+    }
+}
+
+/// Check that `device` can run: a wgpu device without an adapter (no GPU and no software
+/// Vulkan, or an adapter index that does not exist) panics deep inside the runtime on first
+/// use; this turns that into an error naming the device.
+pub fn probe_device(name: &str, device: &Device) -> Result<(), String> {
+    if !name.to_ascii_lowercase().starts_with("wgpu")
+        && !name.to_ascii_lowercase().starts_with("gpu")
+    {
+        return Ok(());
+    }
+    let d = device.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(move || {
+        let t: Tensor<1> = Tensor::ones([4], &d);
+        t.sum().into_scalar::<f32>()
+    });
+    std::panic::set_hook(hook);
+    match r {
+        Ok(v) if v == 4.0 => Ok(()),
+        Ok(v) => Err(format!("device `{name}`: a test sum gave {v}, not 4")),
+        Err(p) => {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the runtime panicked".into());
+            Err(format!(
+                "device `{name}` is not available: {why}. Is there a GPU (or Mesa's lavapipe for \
+                 software Vulkan) and the Vulkan loader? wgpu:N counts discrete GPUs; use \
+                 wgpu:integrated:N, wgpu:virtual:N or wgpu:cpu for other adapters"
+            ))
+        }
     }
 }
 
@@ -68,6 +130,17 @@ pub struct RunOptions {
     pub progress: bool,
     /// Print per-epoch lines.
     pub verbose: bool,
+    /// Replace the run in `output` if there is one (without it, an existing run is an error
+    /// unless resumed).
+    pub overwrite: bool,
+    /// Resume with a config that differs from the checkpoint's.
+    pub allow_config_change: bool,
+    /// Set (e.g. by a SIGINT/SIGTERM handler) to stop after the current step: a checkpoint
+    /// with the position in the epoch is written and the run returns with
+    /// [`RunSummary::stopped`] set.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Stop as on a signal after this many steps in this process (0 = no limit), for tests.
+    pub stop_after_steps: usize,
 }
 
 /// The outcome of a run.
@@ -81,6 +154,10 @@ pub struct RunSummary {
     pub energy: Option<EnergyReport>,
     /// Samples skipped as undecodable.
     pub skipped: usize,
+    /// Steps skipped for a non-finite loss (`train.skip_nonfinite`), over the whole run.
+    pub skipped_steps: usize,
+    /// Where the run stopped when a stop was requested before its end.
+    pub stopped: Option<StopPoint>,
 }
 
 /// Eval results.
@@ -155,52 +232,47 @@ pub fn evaluate(
     })
 }
 
-fn write_summary(dir: &Path, history: &[EpochRecord]) -> Result<(), String> {
-    let mut s = String::from(
-        "epoch,train_loss,train_top1,eval_loss,eval_top1,eval_top5,lr,images_per_s,seconds\n",
-    );
-    for r in history {
-        s += &format!(
-            "{},{:.6},{:.4},{:.6},{:.4},{:.4},{:.8e},{:.2},{:.2}\n",
-            r.epoch,
-            r.train_loss,
-            r.train_top1,
-            r.eval_loss,
-            r.eval_top1,
-            r.eval_top5,
-            r.lr,
-            r.images_per_s,
-            r.seconds
-        );
-    }
-    atomic_write(&dir.join("summary.csv"), s.as_bytes())
-}
-
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn append_jsonl(path: &Path, v: &serde_json::Value) -> Result<(), String> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(f, "{v}").map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// A train and a test dataset.
 pub type TrainTest = (Arc<dyn Dataset>, Arc<dyn Dataset>);
 
-/// Build the train and test datasets of a config.
+/// Build the train and test datasets of a config, checking their labels against
+/// `model.num_classes`.
 pub fn datasets(cfg: &RunConfig) -> Result<TrainTest, String> {
     let t = cfg.model.time_steps;
     let train = cfg.data.build(Split::Train, t).map_err(|e| e.to_string())?;
+    check_classes(&*train, "train", cfg)?;
     let test = cfg.data.build(Split::Test, t).map_err(|e| e.to_string())?;
+    check_classes(&*test, "test", cfg)?;
     Ok((train, test))
+}
+
+/// Every label must be a class of the model: a dataset folder with more class folders, a labels
+/// file with larger indices, or an N-Caltech101 root with other than 101 classes is an error
+/// before training, not an index panic (or a silently shifted class) inside it.
+fn check_classes(ds: &dyn Dataset, split: &str, cfg: &RunConfig) -> Result<(), String> {
+    let k = cfg.model.num_classes;
+    let root = cfg
+        .data
+        .resolved_root()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "the data folder".into());
+    let n = ds.num_classes();
+    let exact = cfg.data.dataset == statten_data::config::DatasetName::Ncaltech101;
+    if n > k || (exact && n != k) {
+        return Err(format!(
+            "{root}: the {split} set has {n} classes but model.num_classes = {k} ({:?} has {k})",
+            cfg.data.dataset
+        ));
+    }
+    if let Some((i, l)) = (0..ds.len())
+        .map(|i| (i, ds.label(i)))
+        .find(|&(_, l)| l >= k)
+    {
+        return Err(format!(
+            "{root}: {split} sample {i} has label {l}, not below model.num_classes = {k}"
+        ));
+    }
+    Ok(())
 }
 
 fn workers(cfg: &RunConfig) -> usize {
@@ -357,102 +429,262 @@ fn add_grads<M: burn::module::Module>(
     module.visit(&mut Add { into, from });
 }
 
-/// Train as configured.
-pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
-    // Data parallel: the batch is split over `train.devices` (the first is the main device);
-    // without them, `train.device` alone.
-    let names = if cfg.train.devices.is_empty() {
-        std::slice::from_ref(&cfg.train.device)
-    } else {
-        &cfg.train.devices[..]
-    };
-    let replicas: Vec<Device> = names
-        .iter()
-        .map(|d| device_from_name(d).map(|d| d.autodiff()))
-        .collect::<Result<_, _>>()?;
-    let base = device_from_name(&names[0])?;
-    let ad = replicas[0].clone();
-    let (train_ds, test_ds) = datasets(cfg)?;
-    let mixup = cfg.mixup();
-    let loss_kind = cfg.loss_kind();
-    let train_loader = Loader::new(
-        train_ds.clone(),
-        LoaderConfig {
-            batch_size: cfg.train.batch_size,
-            shuffle: true,
-            seed: cfg.train.seed,
-            workers: workers(cfg),
-            prefetch: 2,
-            drop_last: mixup.active(),
-            on_error: cfg.data.on_error,
-        },
-    );
-    let eval_bs = if cfg.train.eval_batch_size > 0 {
-        cfg.train.eval_batch_size
-    } else {
-        cfg.train.batch_size
-    };
-    let test_loader = Loader::new(
-        test_ds.clone(),
-        LoaderConfig {
-            batch_size: eval_bs,
-            shuffle: false,
-            seed: cfg.train.seed,
-            workers: workers(cfg),
-            prefetch: 2,
-            drop_last: false,
-            on_error: cfg.data.on_error,
-        },
-    );
-    if train_loader.num_batches() == 0 {
-        return Err(format!(
-            "the training set has {} samples, fewer than one batch of {}",
-            train_ds.len(),
-            cfg.train.batch_size
-        ));
-    }
-    std::fs::create_dir_all(opts.output.join("checkpoints"))
-        .map_err(|e| format!("{}: {e}", opts.output.display()))?;
-    atomic_write(&opts.output.join("config.toml"), cfg.to_toml().as_bytes())?;
+/// Where a run stopped before its end, and how to continue it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopPoint {
+    /// The epoch (0-based) in progress.
+    pub epoch: usize,
+    /// Batches of that epoch done.
+    pub batches_done: usize,
+    /// The checkpoint that holds the run at that point.
+    pub checkpoint: PathBuf,
+}
 
-    base.seed(cfg.train.seed);
-    ad.seed(cfg.train.seed);
-    let mut model = cfg.model.init(&ad).map_err(|e| e.to_string())?;
-    let mut opt = Optimizer::new(&cfg.optimizer);
-    let mut history: Vec<EpochRecord> = Vec::new();
-    let mut best = f64::NEG_INFINITY;
-    let mut start = 0;
-    if let Some(ck) = &opts.resume {
-        let meta = checkpoint::load(ck, &mut model, Some(&mut opt), &ad)?;
-        if meta.config != cfg.to_toml() && opts.verbose {
-            eprintln!(
-                "warning: {} was written with a different config; continuing with the given one",
-                ck.display()
-            );
+/// How an epoch's training phase ended.
+enum EpochEnd {
+    /// All its batches ran; the running statistics.
+    Done(PartialEpoch),
+    /// A stop was requested after this many batches (checkpoint written).
+    Stopped(StopPoint),
+}
+
+/// Whether a stop has been asked for.
+fn stop_requested(opts: &RunOptions, steps_run: usize) -> bool {
+    opts.stop
+        .as_ref()
+        .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        || (opts.stop_after_steps > 0 && steps_run >= opts.stop_after_steps)
+}
+
+/// The training loop, in phases: [`Trainer::setup`] (devices, data, model, resume), then per
+/// epoch [`Trainer::train_epoch`] (steps, mid-epoch checkpoints, stop requests), evaluation and
+/// [`Trainer::end_epoch`] (records, plots, checkpoints). Every output file goes through the
+/// [`RunDir`].
+pub struct Trainer<'a> {
+    cfg: &'a RunConfig,
+    opts: &'a RunOptions,
+    dir: RunDir,
+    /// Autodiff devices of the data-parallel replicas (the first is the main one).
+    replicas: Vec<Device>,
+    /// The main device without autodiff (evaluation).
+    base: Device,
+    train_loader: Loader,
+    test_loader: Loader,
+    mixup: statten_data::mixup::MixupConfig,
+    loss_kind: LossKind,
+    /// Always `Some` between steps (the optimizer takes the model by value).
+    model: Option<StattenModel>,
+    opt: Optimizer,
+    history: Vec<EpochRecord>,
+    best: f64,
+    /// Where this process starts: epoch and batch.
+    start: (usize, usize),
+    /// The resumed partial epoch's statistics.
+    partial: Option<PartialEpoch>,
+    /// Batches per epoch (after `train.max_batches`).
+    nb: usize,
+    energy: Option<EnergyReport>,
+    skipped_steps: usize,
+    /// Steps and epochs run by this process.
+    steps_run: usize,
+    epochs_run: usize,
+    last_checkpoint_at: Instant,
+}
+
+impl<'a> Trainer<'a> {
+    /// Devices, loaders, the run directory, the model and optimizer (from the checkpoint when
+    /// resuming).
+    pub fn setup(cfg: &'a RunConfig, opts: &'a RunOptions) -> Result<Self, String> {
+        // Data parallel: the batch is split over `train.devices` (the first is the main
+        // device); without them, `train.device` alone.
+        let names = if cfg.train.devices.is_empty() {
+            std::slice::from_ref(&cfg.train.device)
+        } else {
+            &cfg.train.devices[..]
+        };
+        let replicas: Vec<Device> = names
+            .iter()
+            .map(|d| device_from_name(d).map(|d| d.autodiff()))
+            .collect::<Result<_, _>>()?;
+        for (n, d) in names.iter().zip(&replicas) {
+            probe_device(n, d)?;
         }
-        start = meta.epochs_done;
-        history = meta.history;
-        best = meta.best_top1;
-        if opts.verbose {
-            println!("resumed from {} after epoch {}", ck.display(), start);
+        let base = device_from_name(&names[0])?;
+        let ad = replicas[0].clone();
+        let (train_ds, test_ds) = datasets(cfg)?;
+        let mixup = cfg.mixup();
+        let train_loader = Loader::new(
+            train_ds.clone(),
+            LoaderConfig {
+                batch_size: cfg.train.batch_size,
+                shuffle: true,
+                seed: cfg.train.seed,
+                workers: workers(cfg),
+                prefetch: 2,
+                drop_last: mixup.active(),
+                on_error: cfg.data.on_error,
+            },
+        );
+        let eval_bs = if cfg.train.eval_batch_size > 0 {
+            cfg.train.eval_batch_size
+        } else {
+            cfg.train.batch_size
+        };
+        let test_loader = Loader::new(
+            test_ds,
+            LoaderConfig {
+                batch_size: eval_bs,
+                shuffle: false,
+                seed: cfg.train.seed,
+                workers: workers(cfg),
+                prefetch: 2,
+                drop_last: false,
+                on_error: cfg.data.on_error,
+            },
+        );
+        if train_loader.num_batches() == 0 {
+            return Err(format!(
+                "the training set has {} samples, fewer than one batch of {}",
+                train_ds.len(),
+                cfg.train.batch_size
+            ));
         }
+        // Read the checkpoint before touching the run directory: a bad one changes nothing.
+        let resume_meta = match &opts.resume {
+            Some(ck) => Some(checkpoint::read_meta(ck)?),
+            None => None,
+        };
+        if let (Some(meta), Some(ck)) = (&resume_meta, &opts.resume) {
+            if meta.config != cfg.to_toml() && !opts.allow_config_change {
+                return Err(format!(
+                    "{} was written with another config (see its config.toml); resume with the \
+                     same config, or pass --allow-config-change to continue with this one",
+                    ck.display()
+                ));
+            }
+        }
+        let existing = if opts.resume.is_some() {
+            Existing::Resume
+        } else if opts.overwrite {
+            Existing::Overwrite
+        } else {
+            Existing::Refuse
+        };
+        let dir = RunDir::prepare(&opts.output, existing)?;
+
+        base.seed(cfg.train.seed);
+        ad.seed(cfg.train.seed);
+        let mut model = cfg.model.init(&ad).map_err(|e| e.to_string())?;
+        let mut opt = Optimizer::new(&cfg.optimizer);
+        let mut history = Vec::new();
+        let mut best = f64::NEG_INFINITY;
+        let mut start = (0, 0);
+        let mut partial = None;
+        let mut skipped_steps = 0;
+        if let Some(ck) = &opts.resume {
+            let meta = checkpoint::load(ck, &mut model, Some(&mut opt), &ad)?;
+            start = (meta.epochs_done, meta.batches_done);
+            partial = meta.partial.filter(|_| meta.batches_done > 0);
+            history = meta.history;
+            best = meta.best_top1;
+            skipped_steps = meta.skipped_steps;
+            dir.rewrite_metrics(&history)?;
+            if opts.verbose {
+                if start.1 > 0 {
+                    println!(
+                        "resumed from {} at epoch {}, batch {}",
+                        ck.display(),
+                        start.0 + 1,
+                        start.1
+                    );
+                } else {
+                    println!("resumed from {} after epoch {}", ck.display(), start.0);
+                }
+            }
+        }
+        dir.write_config(&cfg.to_toml())?;
+        let nb = match cfg.train.max_batches {
+            0 => train_loader.num_batches(),
+            m => m.min(train_loader.num_batches()),
+        };
+        Ok(Self {
+            cfg,
+            opts,
+            dir,
+            replicas,
+            base,
+            train_loader,
+            test_loader,
+            mixup,
+            loss_kind: cfg.loss_kind(),
+            model: Some(model),
+            opt,
+            history,
+            best,
+            start,
+            partial,
+            nb,
+            energy: None,
+            skipped_steps,
+            steps_run: 0,
+            epochs_run: 0,
+            last_checkpoint_at: Instant::now(),
+        })
     }
-    let total = cfg.total_epochs();
-    let t = cfg.model.time_steps;
-    let k = cfg.model.num_classes;
-    let nb = match cfg.train.max_batches {
-        0 => train_loader.num_batches(),
-        m => m.min(train_loader.num_batches()),
-    };
-    let mut energy = None;
-    let mut ran = 0;
-    for epoch in start..total {
-        if opts.stop_after > 0 && ran >= opts.stop_after {
-            break;
+
+    /// The run directory.
+    pub fn dir(&self) -> &RunDir {
+        &self.dir
+    }
+
+    fn model(&self) -> &StattenModel {
+        self.model.as_ref().expect("model present between steps")
+    }
+
+    /// Run the remaining epochs.
+    pub fn run(mut self) -> Result<RunSummary, String> {
+        let total = self.cfg.total_epochs();
+        let mut stopped = None;
+        for epoch in self.start.0..total {
+            if self.opts.stop_after > 0 && self.epochs_run >= self.opts.stop_after {
+                break;
+            }
+            self.epochs_run += 1;
+            let first = if epoch == self.start.0 {
+                self.start.1
+            } else {
+                0
+            };
+            let resumed = if first > 0 { self.partial.take() } else { None };
+            match self.train_epoch(epoch, first, resumed)? {
+                EpochEnd::Done(stats) => self.end_epoch(epoch, stats)?,
+                EpochEnd::Stopped(p) => {
+                    stopped = Some(p);
+                    break;
+                }
+            }
         }
-        ran += 1;
+        Ok(RunSummary {
+            history: self.history,
+            best_top1: self.best,
+            energy: self.energy,
+            skipped: self.train_loader.skipped() + self.test_loader.skipped(),
+            skipped_steps: self.skipped_steps,
+            stopped,
+        })
+    }
+
+    /// Train one epoch from batch `first` (with the statistics of the batches before it).
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        first: usize,
+        resumed: Option<PartialEpoch>,
+    ) -> Result<EpochEnd, String> {
+        let (cfg, nb, total) = (self.cfg, self.nb, self.cfg.total_epochs());
+        let prior = resumed.unwrap_or_default();
         let t0 = Instant::now();
-        let pb = if opts.progress {
+        let pb = if self.opts.progress {
             ProgressBar::with_draw_target(Some(nb as u64), ProgressDrawTarget::stderr())
         } else {
             ProgressBar::hidden()
@@ -463,105 +695,205 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
                 .progress_chars("=> "),
         );
         pb.set_prefix(format!("epoch {}/{}", epoch + 1, total));
-        let (mut tl, mut tc, mut tn) = (Mean::default(), 0usize, 0usize);
-        let lr0 = cfg.schedule.lr_for(cfg.optimizer.lr, epoch, 0, nb);
-        let mix_on = mixup.active_at(epoch);
+        pb.set_position(first.min(nb) as u64);
+        let mut loss = Mean::from_parts(prior.loss_sum, prior.loss_n);
+        let (mut correct, mut seen) = (prior.correct, prior.seen);
+        let stats = |loss: &Mean, correct, seen, t0: &Instant| {
+            let (loss_sum, loss_n) = loss.parts();
+            PartialEpoch {
+                loss_sum,
+                loss_n,
+                correct,
+                seen,
+                seconds: prior.seconds + t0.elapsed().as_secs_f64(),
+            }
+        };
+        if first >= nb {
+            pb.finish_and_clear();
+            return Ok(EpochEnd::Done(stats(&loss, correct, seen, &t0)));
+        }
         let mut images = 0usize;
-        for (i, b) in train_loader.epoch(epoch).enumerate() {
+        for (j, b) in self.train_loader.epoch_from(epoch, first).enumerate() {
+            let i = first + j;
             if i >= nb {
                 break;
             }
             let mut b = b.map_err(|e| e.to_string())?;
-            if b.is_empty() {
-                continue;
+            if self.mixup.active_at(epoch) && b.len() % 2 == 1 {
+                // A sample skipped as undecodable (data.on_error = "skip") left an odd batch;
+                // mixup pairs each sample with its mirror, so the last one sits this step out.
+                let e = b.len() - 1;
+                b = rows(&b, 0, e);
             }
-            let lr = cfg.schedule.lr_for(cfg.optimizer.lr, epoch, i, nb);
-            let labels = b.labels.clone();
-            // Soft targets: mixed while mixup is on, else smoothed one-hot (soft-target loss
-            // after mixup's off epoch, as timm's targets without mixing).
-            let soft = if mix_on {
-                let mut mrng = Rng::derive(&[cfg.train.seed, epoch as u64, i as u64, 0x4D49_5855]);
-                Some(mix_batch(&mut b, k, &mixup, &mut mrng)?.0)
-            } else if loss_kind == LossKind::SoftTarget {
-                Some(statten_data::mixup::smooth_one_hot(
-                    &b.labels,
-                    k,
-                    cfg.loss.label_smoothing,
-                ))
-            } else {
-                None
-            };
-            let (lv, correct, grads) = if replicas.len() <= 1 {
-                step_grads(
-                    &model,
-                    &b,
-                    &labels,
-                    soft.as_deref(),
-                    cfg,
-                    loss_kind,
-                    &ad,
-                    1.0,
-                )
-            } else {
-                data_parallel_grads(
-                    &model,
-                    &b,
-                    &labels,
-                    soft.as_deref(),
-                    cfg,
-                    loss_kind,
-                    &replicas,
-                    &ad,
-                )
-            };
-            let grads = if cfg.optimizer.clip_grad > 0.0 {
-                clip_grad_norm(&model, grads, cfg.optimizer.clip_grad).0
-            } else {
-                grads
-            };
-            model = opt.step(lr, model, grads);
-            if !lv.is_finite() {
-                return Err(format!(
-                    "epoch {epoch} batch {i}: loss is {lv} (diverged); lower optimizer.lr"
-                ));
+            let n = b.len();
+            if n > 0 {
+                if let Some((lv, c)) = self.step(epoch, i, b)? {
+                    loss.add(lv, n);
+                    correct += c;
+                    seen += n;
+                }
+                images += n;
             }
-            tl.add(lv, b.len());
-            tc += correct;
-            tn += b.len();
-            images += b.len();
+            self.steps_run += 1;
             let rate = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
             pb.set_message(format!(
                 "loss {:.4} acc {:.2}% lr {:.2e} {:.1} img/s",
-                tl.get(),
-                100.0 * tc as f64 / tn.max(1) as f64,
-                lr,
+                loss.get(),
+                100.0 * correct as f64 / seen.max(1) as f64,
+                cfg.schedule.lr_for(cfg.optimizer.lr, epoch, i, nb),
                 rate
             ));
             pb.inc(1);
+            let done = i + 1;
+            if stop_requested(self.opts, self.steps_run) {
+                pb.finish_and_clear();
+                let s = stats(&loss, correct, seen, &t0);
+                self.save_mid_epoch(epoch, done, s)?;
+                return Ok(EpochEnd::Stopped(StopPoint {
+                    epoch,
+                    batches_done: done,
+                    checkpoint: self.dir.last_checkpoint(),
+                }));
+            }
+            if done < nb && self.mid_epoch_checkpoint_due(done) {
+                self.save_mid_epoch(epoch, done, stats(&loss, correct, seen, &t0))?;
+            }
         }
         pb.finish_and_clear();
-        let train_time = t0.elapsed().as_secs_f64();
-        let last = epoch + 1 == total || (opts.stop_after > 0 && ran == opts.stop_after);
+        Ok(EpochEnd::Done(stats(&loss, correct, seen, &t0)))
+    }
+
+    fn mid_epoch_checkpoint_due(&self, done: usize) -> bool {
+        let t = &self.cfg.train;
+        (t.checkpoint_every_steps > 0 && done % t.checkpoint_every_steps == 0)
+            || (t.checkpoint_every_minutes > 0.0
+                && self.last_checkpoint_at.elapsed().as_secs_f64()
+                    >= t.checkpoint_every_minutes * 60.0)
+    }
+
+    /// One optimizer step on batch `i` of `epoch`; `None` when a non-finite loss was skipped.
+    /// Returns the batch's loss and top-1 hits.
+    fn step(
+        &mut self,
+        epoch: usize,
+        i: usize,
+        mut b: HostBatch,
+    ) -> Result<Option<(f64, usize)>, String> {
+        let (cfg, nb) = (self.cfg, self.nb);
+        let k = cfg.model.num_classes;
+        let lr = cfg.schedule.lr_for(cfg.optimizer.lr, epoch, i, nb);
+        let labels = b.labels.clone();
+        // Soft targets: mixed while mixup is on, else smoothed one-hot (soft-target loss after
+        // mixup's off epoch, as timm's targets without mixing).
+        let soft = if self.mixup.active_at(epoch) {
+            let mut mrng = Rng::derive(&[cfg.train.seed, epoch as u64, i as u64, 0x4D49_5855]);
+            Some(mix_batch(&mut b, k, &self.mixup, &mut mrng)?.0)
+        } else if self.loss_kind == LossKind::SoftTarget {
+            Some(statten_data::mixup::smooth_one_hot(
+                &b.labels,
+                k,
+                cfg.loss.label_smoothing,
+            ))
+        } else {
+            None
+        };
+        // A skipped step must leave the BatchNorm running statistics as they were.
+        let buffers = cfg.train.skip_nonfinite.then(|| buffers_of(self.model()));
+        let (lv, correct, grads) = if self.replicas.len() <= 1 {
+            step_grads(
+                self.model(),
+                &b,
+                &labels,
+                soft.as_deref(),
+                cfg,
+                self.loss_kind,
+                &self.replicas[0],
+                1.0,
+            )
+        } else {
+            data_parallel_grads(
+                self.model(),
+                &b,
+                &labels,
+                soft.as_deref(),
+                cfg,
+                self.loss_kind,
+                &self.replicas,
+                &self.replicas[0],
+            )
+        };
+        if !lv.is_finite() {
+            if let Some(buffers) = buffers {
+                let m = self.model.take().expect("model");
+                self.model = Some(m.map(&mut RestoreBuffers(buffers)));
+                self.skipped_steps += 1;
+                if self.opts.verbose {
+                    eprintln!(
+                        "warning: epoch {}/{}, step {}/{nb}: loss is {lv}; step skipped \
+                         (train.skip_nonfinite), {} so far",
+                        epoch + 1,
+                        cfg.total_epochs(),
+                        i + 1,
+                        self.skipped_steps
+                    );
+                }
+                return Ok(None);
+            }
+            let last = self.dir.last_checkpoint();
+            let kept = if last.exists() {
+                format!(
+                    "{} holds the run before this step's epoch or mid-epoch checkpoint",
+                    last.display()
+                )
+            } else {
+                "no checkpoint was written yet".into()
+            };
+            return Err(format!(
+                "epoch {}/{}, step {}/{nb}: the loss is {lv} (diverged); {kept}. Lower \
+                 optimizer.lr, or set train.skip_nonfinite = true to skip such steps",
+                epoch + 1,
+                cfg.total_epochs(),
+                i + 1
+            ));
+        }
+        drop(buffers);
+        let grads = if cfg.optimizer.clip_grad > 0.0 {
+            clip_grad_norm(self.model(), grads, cfg.optimizer.clip_grad).0
+        } else {
+            grads
+        };
+        let m = self.model.take().expect("model");
+        self.model = Some(self.opt.step(lr, m, grads));
+        Ok(Some((lv, correct)))
+    }
+
+    /// Evaluate, record and log the epoch, then write its checkpoints.
+    fn end_epoch(&mut self, epoch: usize, stats: PartialEpoch) -> Result<(), String> {
+        let cfg = self.cfg;
+        let total = cfg.total_epochs();
+        let t_eval = Instant::now();
+        let last = epoch + 1 == total
+            || (self.opts.stop_after > 0 && self.epochs_run == self.opts.stop_after);
         let do_eval = cfg.train.eval_interval > 0
             && ((epoch + 1) % cfg.train.eval_interval == 0 || epoch + 1 == total)
             || last;
         let mut rec = EpochRecord {
             epoch,
-            train_loss: tl.get(),
-            train_top1: 100.0 * tc as f64 / tn.max(1) as f64,
+            train_loss: Mean::from_parts(stats.loss_sum, stats.loss_n).get(),
+            train_top1: 100.0 * stats.correct as f64 / stats.seen.max(1) as f64,
             eval_loss: f64::NAN,
             eval_top1: f64::NAN,
             eval_top5: f64::NAN,
-            lr: lr0,
-            images_per_s: images as f64 / train_time.max(1e-9),
+            lr: cfg.schedule.lr_for(cfg.optimizer.lr, epoch, 0, self.nb),
+            images_per_s: stats.seen as f64 / stats.seconds.max(1e-9),
             seconds: 0.0,
         };
         if do_eval {
             let ev = evaluate(
-                &model.valid(),
-                &test_loader,
-                t,
-                &base,
+                &self.model().valid(),
+                &self.test_loader,
+                cfg.model.time_steps,
+                &self.base,
                 cfg.train.max_batches,
                 true,
             )?;
@@ -569,76 +901,132 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
             rec.eval_top1 = ev.top1;
             rec.eval_top5 = ev.top5;
             let rep = ev.rates.report(&cfg.model, epoch);
-            atomic_write(
-                &opts.output.join("energy.json"),
-                serde_json::to_string_pretty(&rep).unwrap().as_bytes(),
-            )?;
-            append_jsonl(
-                &opts.output.join("metrics.jsonl"),
-                &serde_json::json!({"event": "energy", "epoch": epoch, "energy_mj": rep.energy_mj, "mean_firing_rate": rep.mean_rate, "sops": rep.sops}),
-            )?;
-            if opts.verbose {
+            self.dir.write_energy(epoch, &rep)?;
+            if self.opts.verbose {
                 print!("{}", rep.table());
             }
-            energy = Some(rep);
+            self.energy = Some(rep);
         }
-        rec.seconds = t0.elapsed().as_secs_f64();
-        if opts.verbose {
+        rec.seconds = stats.seconds + t_eval.elapsed().as_secs_f64();
+        if self.opts.verbose {
             println!(
                 "epoch {:>3}/{total}  train loss {:.4} top-1 {:.2}%  eval loss {:.4} top-1 {:.2}% top-5 {:.2}%  lr {:.3e}  {:.1} img/s  {:.1}s",
                 epoch + 1, rec.train_loss, rec.train_top1, rec.eval_loss, rec.eval_top1, rec.eval_top5, rec.lr, rec.images_per_s, rec.seconds
             );
         }
-        append_jsonl(
-            &opts.output.join("metrics.jsonl"),
-            &serde_json::to_value(&rec).unwrap(),
-        )?;
-        history.push(rec.clone());
-        write_summary(&opts.output, &history)?;
+        self.dir.append_epoch(&rec)?;
+        self.history.push(rec.clone());
+        self.dir.write_summary(&self.history)?;
         if cfg.train.plot {
-            crate::plot::draw_curves(&history, total, &opts.output.join("curves.png"))?;
+            crate::plot::draw_curves(&self.history, total, &self.dir.curves())?;
         }
-        let improved = rec.eval_top1.is_finite() && rec.eval_top1 > best;
+        let improved = rec.eval_top1.is_finite() && rec.eval_top1 > self.best;
         if improved {
-            best = rec.eval_top1;
+            self.best = rec.eval_top1;
         }
-        let meta = CheckpointMeta {
+        self.save_epoch_end(epoch + 1, improved)
+    }
+
+    fn meta(
+        &self,
+        epochs_done: usize,
+        batches_done: usize,
+        partial: Option<PartialEpoch>,
+    ) -> CheckpointMeta {
+        CheckpointMeta {
             version: 1,
-            epochs_done: epoch + 1,
-            best_top1: best,
-            history: history.clone(),
+            epochs_done,
+            best_top1: self.best,
+            history: self.history.clone(),
             optim_steps: Default::default(),
-            config: cfg.to_toml(),
-        };
-        let ck = opts.output.join("checkpoints");
-        let last_ck = ck.join("last.safetensors");
-        checkpoint::save(&last_ck, &model, &opt, &meta)?;
-        if improved {
-            checkpoint::copy(&last_ck, &ck.join("best.safetensors"))?;
-            statten_core::checkpoint::save_reference(
-                &model,
-                &opts.output.join("best_weights.safetensors"),
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        if cfg.train.checkpoint_every > 0 && (epoch + 1) % cfg.train.checkpoint_every == 0 {
-            checkpoint::copy(
-                &last_ck,
-                &ck.join(format!("epoch_{:04}.safetensors", epoch + 1)),
-            )?;
+            config: self.cfg.to_toml(),
+            batches_done,
+            partial,
+            skipped_steps: self.skipped_steps,
+            optimizer: self.opt.kind_name().to_string(),
         }
     }
-    Ok(RunSummary {
-        history,
-        best_top1: best,
-        energy,
-        skipped: train_loader.skipped() + test_loader.skipped(),
-    })
+
+    /// `last` with the position inside the epoch.
+    fn save_mid_epoch(
+        &mut self,
+        epoch: usize,
+        done: usize,
+        stats: PartialEpoch,
+    ) -> Result<(), String> {
+        let meta = self.meta(epoch, done, Some(stats));
+        checkpoint::save(&self.dir.last_checkpoint(), self.model(), &self.opt, &meta)?;
+        self.last_checkpoint_at = Instant::now();
+        Ok(())
+    }
+
+    /// `last`, and `best`, `best_weights` and `epoch_NNNN` when due.
+    fn save_epoch_end(&mut self, epochs_done: usize, improved: bool) -> Result<(), String> {
+        let meta = self.meta(epochs_done, 0, None);
+        let last = self.dir.last_checkpoint();
+        checkpoint::save(&last, self.model(), &self.opt, &meta)?;
+        self.last_checkpoint_at = Instant::now();
+        if improved {
+            checkpoint::copy(&last, &self.dir.best_checkpoint())?;
+            statten_core::checkpoint::save_reference(self.model(), &self.dir.best_weights())
+                .map_err(|e| e.to_string())?;
+        }
+        let every = self.cfg.train.checkpoint_every;
+        if every > 0 && epochs_done % every == 0 {
+            checkpoint::copy(&last, &self.dir.epoch_checkpoint(epochs_done))?;
+            self.dir
+                .prune_epoch_checkpoints(self.cfg.train.keep_checkpoints)?;
+        }
+        Ok(())
+    }
+}
+
+/// The module's buffers (BatchNorm running statistics: the float tensors that take no
+/// gradient), by id.
+fn buffers_of(model: &StattenModel) -> std::collections::HashMap<burn::module::ParamId, Tensor<1>> {
+    struct Collect(std::collections::HashMap<burn::module::ParamId, Tensor<1>>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            let t = p.val();
+            if D == 1 && !t.is_require_grad() {
+                let n = t.shape().num_elements();
+                self.0.insert(p.id, t.reshape([n]));
+            }
+        }
+    }
+    let mut c = Collect(Default::default());
+    model.visit(&mut c);
+    c.0
+}
+
+/// Puts buffers saved by [`buffers_of`] back.
+struct RestoreBuffers(std::collections::HashMap<burn::module::ParamId, Tensor<1>>);
+
+impl burn::module::ModuleMapper for RestoreBuffers {
+    fn map_float<const D: usize>(
+        &mut self,
+        p: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        match self.0.get(&p.id) {
+            Some(saved) if D == 1 => {
+                let (id, t, _) = p.consume();
+                let dims = t.dims();
+                burn::module::Param::initialized(id, saved.clone().reshape(dims))
+            }
+            _ => p,
+        }
+    }
+}
+
+/// Train as configured (see [`Trainer`]).
+pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
+    Trainer::setup(cfg, opts)?.run()
 }
 
 /// Evaluate a checkpoint (statten or reference weights) on the config's test split.
 pub fn eval_checkpoint(cfg: &RunConfig, ckpt: &Path) -> Result<(EvalResult, EnergyReport), String> {
     let base = device_from_name(&cfg.train.device)?;
+    probe_device(&cfg.train.device, &base)?;
     let mut model = cfg.model.init(&base).map_err(|e| e.to_string())?;
     if checkpoint::read_meta(ckpt).is_ok() {
         checkpoint::load(ckpt, &mut model, None, &base)?;
@@ -649,6 +1037,7 @@ pub fn eval_checkpoint(cfg: &RunConfig, ckpt: &Path) -> Result<(EvalResult, Ener
         .data
         .build(Split::Test, cfg.model.time_steps)
         .map_err(|e| e.to_string())?;
+    check_classes(&*test, "test", cfg)?;
     let bs = if cfg.train.eval_batch_size > 0 {
         cfg.train.eval_batch_size
     } else {

@@ -127,6 +127,23 @@ impl Optimizer {
         }
     }
 
+    /// `adamw`, `lamb` or `sgd`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Optimizer::AdamW(_) => "adamw",
+            Optimizer::Lamb(_) => "lamb",
+            Optimizer::Sgd(_) => "sgd",
+        }
+    }
+
+    /// State tensors kept per parameter (moments, or the momentum buffer).
+    fn tensors_per_param(&self) -> usize {
+        match self {
+            Optimizer::AdamW(_) | Optimizer::Lamb(_) => 2,
+            Optimizer::Sgd(_) => 1,
+        }
+    }
+
     /// One step.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
         match self {
@@ -174,12 +191,35 @@ impl Optimizer {
 
     /// Restore state exported by [`Optimizer::export`]; `ids` maps names to the new model's
     /// parameter ids. Unknown names are an error naming them.
+    ///
+    /// `sizes` holds each parameter's number of values: state of another optimizer (another
+    /// number of tensors per parameter) or of other shapes is an error naming the parameter.
     pub fn import(
         &mut self,
         entries: Vec<(String, u64, Vec<Vec<f32>>)>,
         ids: &HashMap<String, u64>,
+        sizes: &HashMap<String, usize>,
         device: &Device,
     ) -> Result<(), String> {
+        let kind = self.kind_name();
+        let per_param = self.tensors_per_param();
+        for (name, _, ts) in &entries {
+            if ts.len() != per_param {
+                return Err(format!(
+                    "optimizer state of `{name}` has {} tensors; {kind} keeps {per_param} \
+                     (the checkpoint was written by another optimizer)",
+                    ts.len()
+                ));
+            }
+            if let Some(&n) = sizes.get(name) {
+                if let Some(t) = ts.iter().find(|t| t.len() != n) {
+                    return Err(format!(
+                        "optimizer state of `{name}` has {} values; the parameter has {n}",
+                        t.len()
+                    ));
+                }
+            }
+        }
         let st = self.state_mut();
         st.clear();
         for (name, step, ts) in entries {

@@ -1,0 +1,364 @@
+//! The run directory: every file a training run writes, in one place.
+//!
+//! ```text
+//! RUN/config.toml              the resolved config
+//! RUN/summary.csv              one row per epoch
+//! RUN/metrics.jsonl            one JSON line per epoch (and per eval: the energy figure)
+//! RUN/energy.json              the last eval's energy report
+//! RUN/curves.png               learning curves
+//! RUN/best_weights.safetensors the best model as a reference state_dict
+//! RUN/checkpoints/last.safetensors, best.safetensors, epoch_NNNN.safetensors
+//! ```
+//!
+//! A directory that already holds a run (its config, metrics or last checkpoint) is only
+//! written into when the run resumes it or when it is explicitly overwritten.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::EpochRecord;
+use crate::energy::EnergyReport;
+
+/// What to do with a directory that already holds a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Refuse with an error that names the directory (the default).
+    #[default]
+    Refuse,
+    /// Continue it (`--resume`): earlier outputs are kept, later ones rewritten.
+    Resume,
+    /// Delete the run's own files first (`--overwrite`); other files are left alone.
+    Overwrite,
+}
+
+/// The files of one run.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+/// The files a run writes at the top of its directory.
+const OWN_FILES: [&str; 6] = [
+    "config.toml",
+    "summary.csv",
+    "metrics.jsonl",
+    "energy.json",
+    "curves.png",
+    "best_weights.safetensors",
+];
+
+impl RunDir {
+    /// A run directory at `root`, without touching the disk.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Whether `root` already holds a run (a config, metrics or last checkpoint).
+    pub fn holds_run(root: &Path) -> bool {
+        let d = Self::at(root);
+        d.config().exists() || d.metrics().exists() || d.last_checkpoint().exists()
+    }
+
+    /// Create the directory (and `checkpoints/`) for a run, applying `existing` to one that
+    /// already holds a run.
+    pub fn prepare(root: impl Into<PathBuf>, existing: Existing) -> Result<Self, String> {
+        let d = Self::at(root);
+        if Self::holds_run(&d.root) {
+            match existing {
+                Existing::Refuse => {
+                    return Err(format!(
+                        "{} already holds a run; pass --resume to continue it, --overwrite to \
+                         replace it, or another --output",
+                        d.root.display()
+                    ))
+                }
+                Existing::Resume => {}
+                Existing::Overwrite => d.remove_own_files()?,
+            }
+        }
+        std::fs::create_dir_all(d.checkpoints())
+            .map_err(|e| format!("{}: {e}", d.checkpoints().display()))?;
+        Ok(d)
+    }
+
+    fn remove_own_files(&self) -> Result<(), String> {
+        for f in OWN_FILES {
+            remove_if_present(&self.root.join(f))?;
+        }
+        if let Ok(rd) = std::fs::read_dir(self.checkpoints()) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "safetensors") {
+                    remove_if_present(&p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// `summary.csv`.
+    pub fn summary(&self) -> PathBuf {
+        self.root.join("summary.csv")
+    }
+    /// `metrics.jsonl`.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    /// `energy.json`.
+    pub fn energy(&self) -> PathBuf {
+        self.root.join("energy.json")
+    }
+    /// `curves.png`.
+    pub fn curves(&self) -> PathBuf {
+        self.root.join("curves.png")
+    }
+    /// `best_weights.safetensors` (reference key names, for `statten eval` or PyTorch).
+    pub fn best_weights(&self) -> PathBuf {
+        self.root.join("best_weights.safetensors")
+    }
+    /// `checkpoints/`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    /// `checkpoints/last.safetensors`: written after every epoch and every mid-epoch checkpoint.
+    pub fn last_checkpoint(&self) -> PathBuf {
+        self.checkpoints().join("last.safetensors")
+    }
+    /// `checkpoints/best.safetensors`.
+    pub fn best_checkpoint(&self) -> PathBuf {
+        self.checkpoints().join("best.safetensors")
+    }
+    /// `checkpoints/epoch_NNNN.safetensors` after `epochs_done` epochs.
+    pub fn epoch_checkpoint(&self, epochs_done: usize) -> PathBuf {
+        self.checkpoints()
+            .join(format!("epoch_{epochs_done:04}.safetensors"))
+    }
+
+    /// The `epoch_NNNN` checkpoints present, oldest first.
+    pub fn epoch_checkpoints(&self) -> Vec<PathBuf> {
+        let mut v: Vec<(usize, PathBuf)> = std::fs::read_dir(self.checkpoints())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let p = e.path();
+                        let n = p
+                            .file_name()?
+                            .to_str()?
+                            .strip_prefix("epoch_")?
+                            .strip_suffix(".safetensors")?
+                            .parse()
+                            .ok()?;
+                        Some((n, p))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Delete all but the newest `keep` `epoch_NNNN` checkpoints (`keep` = 0: keep all).
+    pub fn prune_epoch_checkpoints(&self, keep: usize) -> Result<(), String> {
+        if keep == 0 {
+            return Ok(());
+        }
+        let all = self.epoch_checkpoints();
+        for p in &all[..all.len().saturating_sub(keep)] {
+            remove_if_present(p)?;
+        }
+        Ok(())
+    }
+
+    /// Write `config.toml`.
+    pub fn write_config(&self, toml: &str) -> Result<(), String> {
+        atomic_write(&self.config(), toml.as_bytes())
+    }
+
+    /// Rewrite `summary.csv` from the history.
+    pub fn write_summary(&self, history: &[EpochRecord]) -> Result<(), String> {
+        let mut s = String::from(
+            "epoch,train_loss,train_top1,eval_loss,eval_top1,eval_top5,lr,images_per_s,seconds\n",
+        );
+        for r in history {
+            s += &format!(
+                "{},{:.6},{:.4},{:.6},{:.4},{:.4},{:.8e},{:.2},{:.2}\n",
+                r.epoch,
+                r.train_loss,
+                r.train_top1,
+                r.eval_loss,
+                r.eval_top1,
+                r.eval_top5,
+                r.lr,
+                r.images_per_s,
+                r.seconds
+            );
+        }
+        atomic_write(&self.summary(), s.as_bytes())
+    }
+
+    /// Write the eval's energy report and append its one-line figure to `metrics.jsonl`.
+    pub fn write_energy(&self, epoch: usize, rep: &EnergyReport) -> Result<(), String> {
+        let json = serde_json::to_string_pretty(rep).map_err(|e| e.to_string())?;
+        atomic_write(&self.energy(), json.as_bytes())?;
+        self.append_metric(&serde_json::json!({
+            "event": "energy",
+            "epoch": epoch,
+            "energy_mj": rep.energy_mj,
+            "mean_firing_rate": rep.mean_rate,
+            "sops": rep.sops,
+        }))
+    }
+
+    /// Append an epoch's record to `metrics.jsonl`.
+    pub fn append_epoch(&self, rec: &EpochRecord) -> Result<(), String> {
+        self.append_metric(&serde_json::to_value(rec).map_err(|e| e.to_string())?)
+    }
+
+    fn append_metric(&self, v: &serde_json::Value) -> Result<(), String> {
+        let path = self.metrics();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        writeln!(f, "{v}").map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// On resume: rewrite `metrics.jsonl` to hold exactly the epochs of `history` (the
+    /// checkpoint's), each with the energy line of the old file for that epoch if it had one, so
+    /// that epochs run after the checkpoint and lost to a crash are not listed twice.
+    pub fn rewrite_metrics(&self, history: &[EpochRecord]) -> Result<(), String> {
+        let path = self.metrics();
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut energy: std::collections::HashMap<u64, String> = Default::default();
+        for line in old.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if v["event"] == "energy" {
+                    if let Some(e) = v["epoch"].as_u64() {
+                        energy.insert(e, line.to_string());
+                    }
+                }
+            }
+        }
+        let mut s = String::new();
+        for r in history {
+            if let Some(l) = energy.get(&(r.epoch as u64)) {
+                s += l;
+                s.push('\n');
+            }
+            s += &serde_json::to_string(r).map_err(|e| e.to_string())?;
+            s.push('\n');
+        }
+        atomic_write(&path, s.as_bytes())
+    }
+}
+
+fn remove_if_present(p: &Path) -> Result<(), String> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: cannot remove: {e}", p.display())),
+    }
+}
+
+/// Write to a temporary name beside `path`, then rename: a crash leaves the old file or the new.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map_err(|e| format!("{}: cannot write: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("statten-rundir-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn rec(epoch: usize) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            train_loss: 1.0 / (epoch + 1) as f64,
+            train_top1: 10.0,
+            eval_loss: f64::NAN,
+            eval_top1: f64::NAN,
+            eval_top5: f64::NAN,
+            lr: 1e-3,
+            images_per_s: 1.0,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn an_existing_run_is_refused_unless_resumed_or_overwritten() {
+        let root = tmp("existing");
+        let d = RunDir::prepare(&root, Existing::Refuse).unwrap();
+        d.write_config("x = 1\n").unwrap();
+        std::fs::write(d.last_checkpoint(), b"ck").unwrap();
+        std::fs::write(root.join("notes.txt"), b"mine").unwrap();
+        let e = RunDir::prepare(&root, Existing::Refuse).unwrap_err();
+        assert!(
+            e.contains(&root.display().to_string()) && e.contains("--resume"),
+            "{e}"
+        );
+        RunDir::prepare(&root, Existing::Resume).unwrap();
+        assert!(d.last_checkpoint().exists());
+        RunDir::prepare(&root, Existing::Overwrite).unwrap();
+        assert!(!d.last_checkpoint().exists() && !d.config().exists());
+        assert!(
+            root.join("notes.txt").exists(),
+            "a file the run did not write was removed"
+        );
+    }
+
+    #[test]
+    fn rewritten_metrics_hold_each_epoch_once_with_its_energy_line() {
+        let d = RunDir::prepare(tmp("metrics"), Existing::Refuse).unwrap();
+        // Epochs 0..3 were logged (and epoch 2 twice, as after an earlier crash), but the
+        // checkpoint holds two epochs.
+        for e in [0, 1, 2, 2] {
+            d.append_metric(&serde_json::json!({"event": "energy", "epoch": e}))
+                .unwrap();
+            d.append_epoch(&rec(e)).unwrap();
+        }
+        d.rewrite_metrics(&[rec(0), rec(1)]).unwrap();
+        let text = std::fs::read_to_string(d.metrics()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0]["event"], "energy");
+        assert_eq!(lines[1]["epoch"], 0);
+        assert_eq!(lines[3]["epoch"], 1);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_epoch_checkpoints() {
+        let d = RunDir::prepare(tmp("prune"), Existing::Refuse).unwrap();
+        for e in [1, 2, 3, 10] {
+            std::fs::write(d.epoch_checkpoint(e), b"x").unwrap();
+        }
+        d.prune_epoch_checkpoints(2).unwrap();
+        assert_eq!(
+            d.epoch_checkpoints(),
+            vec![d.epoch_checkpoint(3), d.epoch_checkpoint(10)]
+        );
+        d.prune_epoch_checkpoints(0).unwrap();
+        assert_eq!(d.epoch_checkpoints().len(), 2);
+    }
+}
