@@ -62,4 +62,7 @@ done
 t="${threads[-1]}"
 echo "== DVS, threads $t"
 ref bench_torch.py cifar10dvs-2-256-t16 16 3 "$t"
-"$BIN" bench --threads "$t" --train cifar10dvs-2-256-t16 --batch 16 --iters 3 --warmup 1
+# The harness's DVS workload is pooling 1111, chunk 2 (not the recipe's 0011, chunk 4): the
+# same model on both sides.
+"$BIN" bench --threads "$t" --train cifar10dvs-2-256-t16 --batch 16 --iters 3 --warmup 1 \
+  --set 'model.pooling_stat="1111"' --set model.chunk_size=2
