@@ -1,5 +1,8 @@
 //! The `statten` command-line tool.
 
+use std::sync::Arc;
+
+use statten_train::dist::Collective;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -298,6 +301,56 @@ struct TrainArgs {
     overwrite: bool,
     allow_config_change: bool,
     quiet: bool,
+    /// The MPI ranks, when started as one of several.
+    world: Option<Arc<dyn Collective>>,
+}
+
+/// Rank 0's `text` on every rank.
+fn broadcast_string(w: &dyn Collective, text: &str) -> String {
+    let mut len = [text.len() as u64];
+    w.broadcast_u64(&mut len);
+    let mut words: Vec<u64> = text
+        .as_bytes()
+        .chunks(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(b)
+        })
+        .collect();
+    words.resize((len[0] as usize).div_ceil(8), 0);
+    w.broadcast_u64(&mut words);
+    let bytes: Vec<u8> = words
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .take(len[0] as usize)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The MPI world when this process is one of several ranks (built with the `mpi` feature);
+/// without the feature, being started by an MPI launcher as one of several ranks is an error.
+fn mpi_world() -> Result<Option<Arc<dyn Collective>>, String> {
+    #[cfg(feature = "mpi")]
+    {
+        let w = statten_train::dist::MpiWorld::init()?;
+        if w.size() > 1 {
+            return Ok(Some(Arc::new(w)));
+        }
+        Ok(None)
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        if let Some(n) = statten_train::dist::launcher_world_size() {
+            return Err(format!(
+                "started as one of {n} MPI ranks, but this statten was built without the `mpi` \
+                 cargo feature, so every rank would train alone: build it with `cargo build \
+                 --release --features mpi` (needs an MPI installation, e.g. Debian's \
+                 libopenmpi-dev and libclang-dev)"
+            ));
+        }
+        Ok(None)
+    }
 }
 
 /// Train; `Ok(Some(status))` when a signal stopped the run (checkpoint written).
@@ -313,9 +366,19 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
         overwrite,
         allow_config_change,
         quiet,
+        world,
     } = a;
+    let rank = world.as_ref().map_or(0, |w| w.rank());
+    // Rank 0 alone prints; the others train quietly.
+    let quiet = quiet || rank > 0;
     let mut cfg = RunConfig::load(&config, &sets)?;
     apply_cli_overrides(&mut cfg, device, data_dir);
+    if let Some(w) = &world {
+        // `--device wgpu` without an index: each rank takes the GPU of its local rank.
+        if cfg.train.devices.is_empty() && matches!(cfg.train.device.as_str(), "wgpu" | "gpu") {
+            cfg.train.device = format!("wgpu:{}", w.local_rank());
+        }
+    }
     if !devices.is_empty() {
         cfg.train.devices = devices
             .iter()
@@ -333,6 +396,11 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
             .filter(|p| RunDir::at(p).last_checkpoint().exists())
             .unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default())),
         (None, None) => fresh_output(&config),
+    };
+    // Every rank writes to (and resumes from) rank 0's choice.
+    let output = match &world {
+        Some(w) => PathBuf::from(broadcast_string(&**w, &output.to_string_lossy())),
+        None => output,
     };
     let resume = resume.map(|r| {
         if r.as_os_str().is_empty() {
@@ -372,6 +440,7 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
         overwrite,
         allow_config_change,
         stop: Some(statten::signals::install()),
+        world,
         ..Default::default()
     };
     let start = std::time::Instant::now();
@@ -793,27 +862,46 @@ fn main() -> ExitCode {
             allow_config_change,
             quiet,
             threads,
-        } => match statten::threads::configure(threads).and_then(|_| {
-            run_train(TrainArgs {
-                config,
-                sets,
-                device,
-                devices,
-                data_dir,
-                output,
-                resume: resume.map(PathBuf::from),
-                overwrite,
-                allow_config_change,
-                quiet,
-            })
-        }) {
-            Ok(None) => ExitCode::SUCCESS,
-            Ok(Some(status)) => ExitCode::from(status),
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        } => {
+            let world = match mpi_world() {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let abort_world = world.clone();
+            let r = statten::threads::configure(threads).and_then(|_| {
+                run_train(TrainArgs {
+                    config,
+                    sets,
+                    device,
+                    devices,
+                    data_dir,
+                    output,
+                    resume: resume.map(PathBuf::from),
+                    overwrite,
+                    allow_config_change,
+                    quiet,
+                    world,
+                })
+            });
+            match r {
+                Ok(None) => ExitCode::SUCCESS,
+                Ok(Some(status)) => ExitCode::from(status),
+                Err(e) => match abort_world {
+                    // The other ranks may wait in a collective: end them all now.
+                    Some(w) => {
+                        eprintln!("error (rank {} of {}): {e}", w.rank(), w.size());
+                        w.abort(1)
+                    }
+                    None => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
             }
-        },
+        }
         Command::Eval {
             checkpoint,
             config,

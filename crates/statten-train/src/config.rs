@@ -61,8 +61,15 @@ impl Default for LossConfig {
 pub struct TrainConfig {
     /// Epochs to run; 0 = the schedule's `epochs + cooldown_epochs`.
     pub epochs: usize,
-    /// Batch size (per device).
+    /// The **global** batch: samples per optimizer step, whatever the hardware. With
+    /// `devices` (and MPI ranks) each device takes a contiguous share of it (shares differ by
+    /// at most one sample when it does not divide), each share's loss weighted by its size, so
+    /// the gradient is the mean over the whole batch and a recipe means the same optimization
+    /// on one device or several.
     pub batch_size: usize,
+    /// Gradient accumulation: each device runs its share in pieces of at most this many
+    /// samples (0 = the whole share at once), BatchNorm statistics per piece as under DDP.
+    pub micro_batch: usize,
     /// Eval batch size (0 = batch_size).
     pub eval_batch_size: usize,
     /// Seed of initialisation, data order, augmentation and mixup.
@@ -84,8 +91,10 @@ pub struct TrainConfig {
     pub skip_nonfinite: bool,
     /// Device: cpu, flex, ndarray or wgpu.
     pub device: String,
-    /// Data-parallel devices, e.g. `["wgpu", "wgpu:1"]` or `["cpu", "cpu"]`: each batch is split
-    /// over them and the gradients summed on the first (empty = just `device`).
+    /// Data-parallel devices, e.g. `["wgpu:0", "wgpu:1"]` or `["cpu:0", "cpu:1"]`: each batch is
+    /// split over them, the replicas run at once (a thread each) and the gradients are summed
+    /// on the first (empty = just `device`). BatchNorm uses each replica's batch statistics;
+    /// the running statistics are the first replica's, as DDP without SyncBN.
     pub devices: Vec<String>,
     /// Stop each epoch after this many batches (0 = all), for quick checks.
     pub max_batches: usize,
@@ -98,6 +107,7 @@ impl Default for TrainConfig {
         Self {
             epochs: 0,
             batch_size: 64,
+            micro_batch: 0,
             eval_batch_size: 0,
             seed: 42,
             eval_interval: 1,
@@ -344,6 +354,14 @@ impl RunConfig {
         }
         if self.train.batch_size == 0 {
             return Err("train.batch_size must be positive".into());
+        }
+        let devices = self.train.devices.len().max(1);
+        if self.train.batch_size < devices {
+            return Err(format!(
+                "train.batch_size = {} is the global batch and is smaller than the {devices} \
+                 devices of train.devices: each device needs at least one sample",
+                self.train.batch_size
+            ));
         }
         if d.mixup.active() && !self.train.batch_size.is_multiple_of(2) {
             return Err(format!("train.batch_size = {} must be even with mixup (timm mixes each batch with its mirror)", self.train.batch_size));

@@ -53,6 +53,31 @@ pub struct RateAccumulator {
 }
 
 impl RateAccumulator {
+    /// Sum the statistics over ranks (a rank without batches holds none and takes the sums;
+    /// the layer names are those of the ranks that have them).
+    pub fn all_reduce(&mut self, w: &dyn crate::dist::Collective) {
+        let mut len = [self.names.len() as f64, !self.names.is_empty() as u8 as f64];
+        w.all_reduce_sum_f64(&mut len);
+        let l = if len[1] > 0.0 {
+            (len[0] / len[1]) as usize
+        } else {
+            0
+        };
+        let mut flat = vec![0.0; 1 + 2 * l];
+        if self.names.len() == l {
+            flat[0] = self.images as f64;
+            flat[1..1 + l].copy_from_slice(&self.spikes);
+            flat[1 + l..].copy_from_slice(&self.elements);
+        }
+        w.all_reduce_sum_f64(&mut flat);
+        self.images = flat[0] as usize;
+        self.spikes = flat[1..1 + l].to_vec();
+        self.elements = flat[1 + l..].to_vec();
+        if self.names.len() != l {
+            self.names = (0..l).map(|i| format!("layer {i}")).collect();
+        }
+    }
+
     /// Add one batch of `images` images.
     pub fn add(&mut self, stats: &[FiringStat], images: usize) {
         if self.names.is_empty() {

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod dist;
 pub mod energy;
 pub mod loss;
 pub mod metrics;

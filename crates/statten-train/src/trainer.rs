@@ -23,6 +23,7 @@ use statten_data::{Dataset, Rng};
 
 use crate::checkpoint::{self, CheckpointMeta, EpochRecord, PartialEpoch};
 use crate::config::{LossKind, RunConfig};
+use crate::dist::{fingerprint, Collective};
 use crate::energy::{EnergyReport, RateAccumulator};
 use crate::loss::{cross_entropy, soft_target_cross_entropy, tet_loss};
 use crate::metrics::{top1_top5, Mean};
@@ -141,6 +142,9 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Stop as on a signal after this many steps in this process (0 = no limit), for tests.
     pub stop_after_steps: usize,
+    /// The ranks of a multi-process run ([`crate::dist`]); `None` (or a world of one) trains
+    /// in this process alone. Rank 0 alone writes the run directory.
+    pub world: Option<Arc<dyn Collective>>,
 }
 
 /// The outcome of a run.
@@ -190,11 +194,30 @@ pub fn evaluate(
     max_batches: usize,
     monitor: bool,
 ) -> Result<EvalResult, String> {
+    evaluate_sharded(model, loader, t, device, max_batches, monitor, None)
+}
+
+/// [`evaluate`] over ranks: rank `r` of `R` takes the batches `i` with `i mod R = r`, and the
+/// sums (loss, hits, samples, firing statistics) are reduced, so every rank gets the result
+/// of the whole split.
+pub fn evaluate_sharded(
+    model: &StattenModel,
+    loader: &Loader,
+    t: usize,
+    device: &Device,
+    max_batches: usize,
+    monitor: bool,
+    world: Option<&dyn Collective>,
+) -> Result<EvalResult, String> {
+    let (rank, ranks) = world.map(|w| (w.rank(), w.size())).unwrap_or((0, 1));
     let (mut loss, mut n, mut c1, mut c5) = (Mean::default(), 0usize, 0usize, 0usize);
     let mut rates = RateAccumulator::default();
     for (i, b) in loader.epoch(0).enumerate() {
         if max_batches > 0 && i >= max_batches {
             break;
+        }
+        if i % ranks != rank {
+            continue;
         }
         let b = b.map_err(|e| e.to_string())?;
         if b.is_empty() {
@@ -215,6 +238,16 @@ pub fn evaluate(
         n += b.len();
         if monitor {
             rates.add(&mon.stats(), b.len());
+        }
+    }
+    if let Some(w) = world.filter(|_| ranks > 1) {
+        let (ls, ln) = loss.parts();
+        let mut sums = [ls, ln, n as f64, c1 as f64, c5 as f64];
+        w.all_reduce_sum_f64(&mut sums);
+        loss = Mean::from_parts(sums[0], sums[1]);
+        (n, c1, c5) = (sums[2] as usize, sums[3] as usize, sums[4] as usize);
+        if monitor {
+            rates.all_reduce(w);
         }
     }
     let pct = |c: usize| {
@@ -354,13 +387,81 @@ fn rows(b: &HostBatch, a: usize, e: usize) -> HostBatch {
     }
 }
 
-/// Data parallel step: the batch is split into contiguous parts, one per device; each part's
-/// loss is scaled by its share of the batch, so the summed gradients equal the whole batch's
-/// mean-loss gradients. Replica 0 shares the main model's BatchNorm running statistics, the
-/// others use batch statistics of their own part and are re-created from the main model every
-/// step — PyTorch DDP without SyncBN (buffers broadcast from rank 0).
+/// How a global batch of `n` samples is run: per device a contiguous share
+/// (`i·n/d .. (i+1)·n/d`, so shares differ by at most one sample), each cut into micro-batches of
+/// at most `micro` samples (0 = the whole share). With fewer samples than devices (a last,
+/// short batch) the first `n` devices take one each.
+pub fn batch_plan(n: usize, devices: usize, micro: usize) -> Vec<Vec<(usize, usize)>> {
+    let d = devices.min(n).max(1);
+    (0..d)
+        .map(|i| {
+            let (a, e) = (i * n / d, (i + 1) * n / d);
+            let m = if micro == 0 { (e - a).max(1) } else { micro };
+            (a..e).step_by(m).map(|s| (s, (s + m).min(e))).collect()
+        })
+        .collect()
+}
+
+/// A replica of `model` for another device: fresh autodiff leaves (`fork`) and running
+/// statistics of its own. A plain clone shares its BatchNorm running-state cells with `model`,
+/// and Burn averages the updates several threads make to one cell; DDP keeps the first
+/// replica's statistics and drops the others'.
+fn detached_replica(model: &StattenModel, device: &Device) -> StattenModel {
+    model.valid().train().fork(device)
+}
+
+/// The loss, top-1 hits and gradients of one device's share (its micro-batches in turn), each
+/// piece's loss weighted by its part of the global batch of `n`, gradients moved to `main`.
 #[allow(clippy::too_many_arguments)]
-fn data_parallel_grads(
+fn share_grads(
+    replica: &StattenModel,
+    share: &[(usize, usize)],
+    n: usize,
+    b: &HostBatch,
+    labels: &[usize],
+    soft: Option<&[f32]>,
+    cfg: &RunConfig,
+    loss_kind: LossKind,
+    device: &Device,
+    main: &Device,
+) -> (f64, usize, GradientsParams) {
+    let k = cfg.model.num_classes;
+    if let [(0, e)] = share {
+        if *e == n {
+            // The whole batch on one device in one piece: no weighting (bit-identical to the
+            // plain step).
+            let (l, c, g) = step_grads(replica, b, labels, soft, cfg, loss_kind, device, 1.0);
+            return (l, c, g.to_device(main, replica));
+        }
+    }
+    let mut total = GradientsParams::new();
+    let (mut loss, mut correct) = (0.0, 0);
+    for &(a, e) in share {
+        let part = rows(b, a, e);
+        let sp = soft.map(|s| &s[a * k..e * k]);
+        let (l, c, g) = step_grads(
+            replica,
+            &part,
+            &labels[a..e],
+            sp,
+            cfg,
+            loss_kind,
+            device,
+            (e - a) as f64 / n as f64,
+        );
+        add_grads(replica, &mut total, g);
+        loss += l;
+        correct += c;
+    }
+    (loss, correct, total.to_device(main, replica))
+}
+
+/// One step's gradients over `devices` and micro-batches ([`batch_plan`]): the first device's
+/// share runs on this thread with the main model, every other device's at the same time on a
+/// thread of its own with a [`detached_replica`]; the gradients are summed on the first device in
+/// device order (the result does not depend on which thread finishes first).
+#[allow(clippy::too_many_arguments)]
+fn parallel_grads(
     model: &StattenModel,
     b: &HostBatch,
     labels: &[usize],
@@ -368,41 +469,67 @@ fn data_parallel_grads(
     cfg: &RunConfig,
     loss_kind: LossKind,
     devices: &[Device],
-    main: &Device,
-) -> (f64, usize, GradientsParams) {
+    names: &[String],
+    (rank, ranks): (usize, usize),
+) -> Result<(f64, usize, GradientsParams), String> {
     let n = b.len();
-    let k = cfg.model.num_classes;
-    let parts = devices.len().min(n).max(1);
-    let mut total = GradientsParams::new();
-    let (mut loss, mut correct) = (0.0, 0);
-    for (i, dev) in devices.iter().take(parts).enumerate() {
-        let (a, e) = (i * n / parts, (i + 1) * n / parts);
-        if a == e {
-            continue;
-        }
-        let part = rows(b, a, e);
-        let sp = soft.map(|s| &s[a * k..e * k]);
-        let replica = if i == 0 {
-            model.clone()
-        } else {
-            model.clone().fork(dev)
-        };
-        let (l, c, g) = step_grads(
-            &replica,
-            &part,
-            &labels[a..e],
-            sp,
+    // This rank's devices take parts rank·D .. (rank+1)·D of the global plan (none of a batch
+    // shorter than the ranks × devices).
+    let d = devices.len();
+    let global = batch_plan(n, ranks * d, cfg.train.micro_batch);
+    let plan: Vec<Vec<(usize, usize)>> = global.into_iter().skip(rank * d).take(d).collect();
+    if plan.is_empty() {
+        return Ok((0.0, 0, GradientsParams::new()));
+    }
+    let main = &devices[0];
+    let run = |replica: &StattenModel, i: usize| {
+        share_grads(
+            replica,
+            &plan[i],
+            n,
+            b,
+            labels,
+            soft,
             cfg,
             loss_kind,
-            dev,
-            (e - a) as f64 / n as f64,
-        );
-        let g = g.to_device(main, &replica);
+            &devices[i],
+            main,
+        )
+    };
+    if plan.len() == 1 {
+        return Ok(run(model, 0));
+    }
+    let results = std::thread::scope(|s| {
+        let others: Vec<_> = (1..plan.len())
+            .map(|i| {
+                let replica = detached_replica(model, &devices[i]);
+                let run = &run;
+                s.spawn(move || run(&replica, i))
+            })
+            .collect();
+        let mut out = vec![Ok(run(model, 0))];
+        for (i, h) in others.into_iter().enumerate() {
+            out.push(h.join().map_err(|p| {
+                let why = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let name = names.get(i + 1).map(String::as_str).unwrap_or("?");
+                format!("the replica on device `{name}` failed: {why}")
+            }));
+        }
+        out
+    });
+    let mut total = GradientsParams::new();
+    let (mut loss, mut correct) = (0.0, 0);
+    for r in results {
+        let (l, c, g) = r?;
         add_grads(model, &mut total, g);
         loss += l;
         correct += c;
     }
-    (loss, correct, total)
+    Ok((loss, correct, total))
 }
 
 /// `into += from`, parameter by parameter.
@@ -466,6 +593,14 @@ pub struct Trainer<'a> {
     dir: RunDir,
     /// Autodiff devices of the data-parallel replicas (the first is the main one).
     replicas: Vec<Device>,
+    /// Their names, for messages.
+    names: Vec<String>,
+    /// The ranks of a multi-process run (none: one process).
+    world: Option<Arc<dyn Collective>>,
+    rank: usize,
+    ranks: usize,
+    /// A stop all ranks agreed on in the last step's reduction.
+    stop_agreed: bool,
     /// The main device without autodiff (evaluation).
     base: Device,
     train_loader: Loader,
@@ -509,6 +644,33 @@ impl<'a> Trainer<'a> {
         for (n, d) in names.iter().zip(&replicas) {
             probe_device(n, d)?;
         }
+        let (rank, ranks) = opts
+            .world
+            .as_ref()
+            .map(|w| (w.rank(), w.size()))
+            .unwrap_or((0, 1));
+        if cfg.train.batch_size < names.len() * ranks {
+            return Err(format!(
+                "train.batch_size = {} is the global batch and is smaller than the {} ranks × {} \
+                 devices: each device needs at least one sample",
+                cfg.train.batch_size,
+                ranks,
+                names.len()
+            ));
+        }
+        if let Some(w) = opts.world.as_ref().filter(|_| ranks > 1) {
+            // Every rank must run the same resolved config (rank 0's is the run's).
+            let mine = fingerprint(&cfg.to_toml());
+            let mut theirs = [mine];
+            w.broadcast_u64(&mut theirs);
+            if theirs[0] != mine {
+                return Err(format!(
+                    "rank {rank}: the resolved config differs from rank 0's (another config \
+                     file, --set or data folder); every rank must run the same config"
+                ));
+            }
+        }
+        let names = names.to_vec();
         let base = device_from_name(&names[0])?;
         let ad = replicas[0].clone();
         let (train_ds, test_ds) = datasets(cfg)?;
@@ -555,7 +717,10 @@ impl<'a> Trainer<'a> {
             None => None,
         };
         if let (Some(meta), Some(ck)) = (&resume_meta, &opts.resume) {
-            if meta.config != cfg.to_toml() && !opts.allow_config_change {
+            // Compared as configs, not text: a key added since (at its default) is no change.
+            let same = meta.config == cfg.to_toml()
+                || RunConfig::parse(&meta.config, &[]).is_ok_and(|c| c == *cfg);
+            if !same && !opts.allow_config_change {
                 return Err(format!(
                     "{} was written with another config (see its config.toml); resume with the \
                      same config, or pass --allow-config-change to continue with this one",
@@ -570,11 +735,35 @@ impl<'a> Trainer<'a> {
         } else {
             Existing::Refuse
         };
-        let dir = RunDir::prepare(&opts.output, existing)?;
+        let dir = if rank == 0 {
+            RunDir::prepare(&opts.output, existing)?
+        } else {
+            RunDir::at(&opts.output)
+        };
 
+        // Ranks in one process (tests) share Burn's generator: rank 0 draws its initial weights
+        // first, and every rank takes rank 0's weights below, as DDP does at construction.
+        let barrier = || {
+            if let Some(w) = opts.world.as_ref().filter(|_| ranks > 1) {
+                w.all_reduce_sum_f64(&mut [0.0]);
+            }
+        };
+        if rank > 0 {
+            barrier();
+        }
         base.seed(cfg.train.seed);
         ad.seed(cfg.train.seed);
-        let mut model = cfg.model.init(&ad).map_err(|e| e.to_string())?;
+        // Burn initialises parameters lazily, on first use: draw them all now, in the module's
+        // order, so that the initial weights depend on the seed alone (not on the order of a
+        // first forward, nor on another rank drawing from the same generator).
+        let model = cfg.model.init(&ad).map_err(|e| e.to_string()).map(|m| {
+            let _ = flat_floats(&m, false);
+            m
+        });
+        if rank == 0 {
+            barrier();
+        }
+        let mut model = model?;
         let mut opt = Optimizer::new(&cfg.optimizer);
         let mut history = Vec::new();
         let mut best = f64::NEG_INFINITY;
@@ -588,7 +777,9 @@ impl<'a> Trainer<'a> {
             history = meta.history;
             best = meta.best_top1;
             skipped_steps = meta.skipped_steps;
-            dir.rewrite_metrics(&history)?;
+            if rank == 0 {
+                dir.rewrite_metrics(&history)?;
+            }
             if opts.verbose {
                 if start.1 > 0 {
                     println!(
@@ -602,7 +793,12 @@ impl<'a> Trainer<'a> {
                 }
             }
         }
-        dir.write_config(&cfg.to_toml())?;
+        if rank == 0 {
+            dir.write_config(&cfg.to_toml())?;
+        }
+        if let Some(w) = opts.world.as_ref().filter(|_| ranks > 1) {
+            model = broadcast_floats(&**w, model);
+        }
         let nb = match cfg.train.max_batches {
             0 => train_loader.num_batches(),
             m => m.min(train_loader.num_batches()),
@@ -612,6 +808,11 @@ impl<'a> Trainer<'a> {
             opts,
             dir,
             replicas,
+            names,
+            world: opts.world.clone(),
+            rank,
+            ranks,
+            stop_agreed: false,
             base,
             train_loader,
             test_loader,
@@ -745,7 +946,12 @@ impl<'a> Trainer<'a> {
             ));
             pb.inc(1);
             let done = i + 1;
-            if stop_requested(self.opts, self.steps_run) {
+            let stop = if self.ranks > 1 {
+                self.stop_agreed
+            } else {
+                stop_requested(self.opts, self.steps_run)
+            };
+            if stop {
                 pb.finish_and_clear();
                 let s = stats(&loss, correct, seen, &t0);
                 self.save_mid_epoch(epoch, done, s)?;
@@ -799,28 +1005,26 @@ impl<'a> Trainer<'a> {
         };
         // A skipped step must leave the BatchNorm running statistics as they were.
         let buffers = cfg.train.skip_nonfinite.then(|| buffers_of(self.model()));
-        let (lv, correct, grads) = if self.replicas.len() <= 1 {
-            step_grads(
-                self.model(),
-                &b,
-                &labels,
-                soft.as_deref(),
-                cfg,
-                self.loss_kind,
-                &self.replicas[0],
-                1.0,
-            )
-        } else {
-            data_parallel_grads(
-                self.model(),
-                &b,
-                &labels,
-                soft.as_deref(),
-                cfg,
-                self.loss_kind,
-                &self.replicas,
-                &self.replicas[0],
-            )
+        let (lv, correct, grads) = parallel_grads(
+            self.model(),
+            &b,
+            &labels,
+            soft.as_deref(),
+            cfg,
+            self.loss_kind,
+            &self.replicas,
+            &self.names,
+            (self.rank, self.ranks),
+        )?;
+        let (lv, correct, grads) = match &self.world {
+            Some(w) if self.ranks > 1 => {
+                let stop = stop_requested(self.opts, self.steps_run + 1);
+                let (lv, correct, grads, stop) =
+                    all_reduce_step(&**w, self.model(), lv, correct, grads, stop);
+                self.stop_agreed = stop;
+                (lv, correct, grads)
+            }
+            _ => (lv, correct, grads),
         };
         if !lv.is_finite() {
             if let Some(buffers) = buffers {
@@ -889,19 +1093,27 @@ impl<'a> Trainer<'a> {
             seconds: 0.0,
         };
         if do_eval {
-            let ev = evaluate(
+            if let Some(w) = self.world.clone().filter(|_| self.ranks > 1) {
+                // Rank 0's running statistics on every rank, as DDP's buffer broadcast.
+                let m = self.model.take().expect("model");
+                self.model = Some(broadcast_buffers(&*w, m));
+            }
+            let ev = evaluate_sharded(
                 &self.model().valid(),
                 &self.test_loader,
                 cfg.model.time_steps,
                 &self.base,
                 cfg.train.max_batches,
                 true,
+                self.world.as_deref().filter(|_| self.ranks > 1),
             )?;
             rec.eval_loss = ev.loss;
             rec.eval_top1 = ev.top1;
             rec.eval_top5 = ev.top5;
             let rep = ev.rates.report(&cfg.model, epoch);
-            self.dir.write_energy(epoch, &rep)?;
+            if self.rank == 0 {
+                self.dir.write_energy(epoch, &rep)?;
+            }
             if self.opts.verbose {
                 print!("{}", rep.table());
             }
@@ -914,11 +1126,13 @@ impl<'a> Trainer<'a> {
                 epoch + 1, rec.train_loss, rec.train_top1, rec.eval_loss, rec.eval_top1, rec.eval_top5, rec.lr, rec.images_per_s, rec.seconds
             );
         }
-        self.dir.append_epoch(&rec)?;
         self.history.push(rec.clone());
-        self.dir.write_summary(&self.history)?;
-        if cfg.train.plot {
-            crate::plot::draw_curves(&self.history, total, &self.dir.curves())?;
+        if self.rank == 0 {
+            self.dir.append_epoch(&rec)?;
+            self.dir.write_summary(&self.history)?;
+            if cfg.train.plot {
+                crate::plot::draw_curves(&self.history, total, &self.dir.curves())?;
+            }
         }
         let improved = rec.eval_top1.is_finite() && rec.eval_top1 > self.best;
         if improved {
@@ -954,6 +1168,9 @@ impl<'a> Trainer<'a> {
         done: usize,
         stats: PartialEpoch,
     ) -> Result<(), String> {
+        if self.rank > 0 {
+            return Ok(());
+        }
         let meta = self.meta(epoch, done, Some(stats));
         checkpoint::save(&self.dir.last_checkpoint(), self.model(), &self.opt, &meta)?;
         self.last_checkpoint_at = Instant::now();
@@ -962,6 +1179,9 @@ impl<'a> Trainer<'a> {
 
     /// `last`, and `best`, `best_weights` and `epoch_NNNN` when due.
     fn save_epoch_end(&mut self, epochs_done: usize, improved: bool) -> Result<(), String> {
+        if self.rank > 0 {
+            return Ok(());
+        }
         let meta = self.meta(epochs_done, 0, None);
         let last = self.dir.last_checkpoint();
         checkpoint::save(&last, self.model(), &self.opt, &meta)?;
@@ -1063,4 +1283,205 @@ pub fn eval_checkpoint(cfg: &RunConfig, ckpt: &Path) -> Result<(EvalResult, Ener
     )?;
     let rep = ev.rates.report(&cfg.model, 0);
     Ok((ev, rep))
+}
+
+/// Every float tensor of `model` (parameters and running statistics), in visit order.
+fn flat_floats(model: &StattenModel, buffers_only: bool) -> Vec<f32> {
+    struct Collect(Vec<f32>, bool);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            let t = p.val();
+            if !self.1 || !t.is_require_grad() {
+                self.0.extend(t.into_data().convert::<f32>().iter::<f32>());
+            }
+        }
+    }
+    let mut c = Collect(Vec::new(), buffers_only);
+    model.visit(&mut c);
+    c.0
+}
+
+/// Puts values from [`flat_floats`] back, keeping each tensor's device and gradient setting.
+struct LoadFlat<'a>(&'a [f32], usize, bool);
+
+impl burn::module::ModuleMapper for LoadFlat<'_> {
+    fn map_float<const D: usize>(
+        &mut self,
+        p: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        let (flat, at, buffers_only) = (self.0, &mut self.1, self.2);
+        p.map(|t| {
+            if buffers_only && t.is_require_grad() {
+                return t;
+            }
+            let dims = t.dims();
+            let n: usize = dims.iter().product();
+            let data = TensorData::new(flat[*at..*at + n].to_vec(), dims);
+            *at += n;
+            let fresh: Tensor<D> = Tensor::from_data(data, &t.device());
+            if t.is_require_grad() {
+                fresh.require_grad()
+            } else {
+                fresh
+            }
+        })
+    }
+}
+
+/// Rank 0's parameters and running statistics on every rank.
+fn broadcast_floats(w: &dyn Collective, model: StattenModel) -> StattenModel {
+    let mut flat = flat_floats(&model, false);
+    w.broadcast_f32(&mut flat);
+    model.map(&mut LoadFlat(&flat, 0, false))
+}
+
+/// Rank 0's running statistics (the tensors without gradient) on every rank.
+fn broadcast_buffers(w: &dyn Collective, model: StattenModel) -> StattenModel {
+    let mut flat = flat_floats(&model, true);
+    w.broadcast_f32(&mut flat);
+    model.map(&mut LoadFlat(&flat, 0, true))
+}
+
+/// Sum a step over ranks: the gradients in one flat f32 buffer (zeros where a rank has none;
+/// each share's loss was already weighted by its part of the global batch, so the sum is the
+/// global mean's gradient), and in one f64 buffer the loss, the top-1 hits, the stop requests
+/// and which parameters have a gradient on any rank. Returns the summed loss, hits, gradients
+/// and whether any rank asked to stop.
+fn all_reduce_step(
+    w: &dyn Collective,
+    model: &StattenModel,
+    loss: f64,
+    correct: usize,
+    mut grads: GradientsParams,
+    stop: bool,
+) -> (f64, usize, GradientsParams, bool) {
+    struct Params(Vec<(burn::module::ParamId, Vec<usize>, Device)>);
+    impl burn::module::ModuleVisitor for Params {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            let t = p.val();
+            if t.is_require_grad() {
+                self.0.push((p.id, t.dims().to_vec(), t.device()));
+            }
+        }
+    }
+    let mut ps = Params(Vec::new());
+    model.visit(&mut ps);
+    let mut flat: Vec<f32> = Vec::new();
+    let mut small = vec![loss, correct as f64, stop as u8 as f64];
+    // The device the gradients live on (as `GradientsParams::from_grads` made them).
+    let mut grad_device: Option<Device> = None;
+    let mut take = |g: &mut GradientsParams, id, d: usize| -> Option<Vec<f32>> {
+        fn rm<const D: usize>(
+            g: &mut GradientsParams,
+            id: burn::module::ParamId,
+            dev: &mut Option<Device>,
+        ) -> Option<Vec<f32>> {
+            g.remove::<D>(id).map(|t| {
+                dev.get_or_insert_with(|| t.device());
+                t.into_data().convert::<f32>().iter::<f32>().collect()
+            })
+        }
+        match d {
+            1 => rm::<1>(g, id, &mut grad_device),
+            2 => rm::<2>(g, id, &mut grad_device),
+            3 => rm::<3>(g, id, &mut grad_device),
+            4 => rm::<4>(g, id, &mut grad_device),
+            5 => rm::<5>(g, id, &mut grad_device),
+            _ => None,
+        }
+    };
+    for (id, dims, _) in &ps.0 {
+        let n: usize = dims.iter().product();
+        let g = take(&mut grads, *id, dims.len());
+        small.push(g.is_some() as u8 as f64);
+        match g {
+            Some(v) => flat.extend(v),
+            None => flat.extend(std::iter::repeat_n(0.0, n)),
+        }
+    }
+    w.all_reduce_sum_f32(&mut flat);
+    w.all_reduce_sum_f64(&mut small);
+    let mut out = GradientsParams::new();
+    let fallback = ps.0.first().map(|p| p.2.clone().inner());
+    let mut at = 0;
+    for (k, (id, dims, _)) in ps.0.iter().enumerate() {
+        let n: usize = dims.iter().product();
+        if small[3 + k] > 0.0 {
+            let data = TensorData::new(flat[at..at + n].to_vec(), dims.clone());
+            let inner = grad_device
+                .clone()
+                .or_else(|| fallback.clone())
+                .expect("a parameter");
+            match dims.len() {
+                1 => out.register::<1>(*id, Tensor::from_data(data, &inner)),
+                2 => out.register::<2>(*id, Tensor::from_data(data, &inner)),
+                3 => out.register::<3>(*id, Tensor::from_data(data, &inner)),
+                4 => out.register::<4>(*id, Tensor::from_data(data, &inner)),
+                5 => out.register::<5>(*id, Tensor::from_data(data, &inner)),
+                _ => {}
+            }
+        }
+        at += n;
+    }
+    (small[0], small[1] as usize, out, small[2] > 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statten_core::checkpoint::named_tensors;
+
+    fn running_stats(m: &StattenModel) -> Vec<Vec<f32>> {
+        named_tensors(m)
+            .into_iter()
+            .filter(|t| t.name.ends_with("running_mean"))
+            .map(|t| t.values)
+            .collect()
+    }
+
+    #[test]
+    fn a_detached_replica_trains_without_touching_the_main_models_running_statistics() {
+        let cfg = RunConfig::parse(
+            "[model]\npreset = \"cifar10-2-256\"\ndepth = 1\nembed_dim = 16\nnum_heads = 2\n\
+             time_steps = 1\nchunk_size = 1\nimg_size = 8\n[data]\ndataset = \"cifar10\"\n\
+             [data.transform]\nsize = 8\n",
+            &[],
+        )
+        .unwrap();
+        let dev = Device::flex().autodiff();
+        let model = cfg.model.init(&dev).unwrap();
+        let before = running_stats(&model);
+        assert!(!before.is_empty());
+        let x: Tensor<4> = Tensor::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &dev);
+        // A plain clone shares the running-state cells: its forward moves the main model's.
+        let replica = detached_replica(&model, &dev);
+        let out = replica.forward(Input::Static(x.clone()).encode(1), &mut Monitor::disabled());
+        assert!(out.clone().sum().into_scalar::<f32>().is_finite());
+        assert_eq!(
+            running_stats(&model),
+            before,
+            "the replica moved the main statistics"
+        );
+        assert_ne!(running_stats(&replica), before, "the replica did not train");
+        // Its parameters take gradients under the main model's ids.
+        let grads = GradientsParams::from_grads(out.sum().backward(), &replica);
+        let mut n = 0;
+        struct Count<'a>(&'a GradientsParams, &'a mut usize);
+        impl burn::module::ModuleVisitor for Count<'_> {
+            fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+                if self.0.get::<D>(p.id).is_some() {
+                    *self.1 += 1;
+                }
+            }
+        }
+        model.visit(&mut Count(&grads, &mut n));
+        assert!(n > 10, "only {n} parameters have gradients");
+        let plain = model.clone();
+        let _ = plain.forward(Input::Static(x).encode(1), &mut Monitor::disabled());
+        assert_ne!(
+            running_stats(&model),
+            before,
+            "a clone shares them (the reason for fork)"
+        );
+    }
 }

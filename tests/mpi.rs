@@ -1,0 +1,186 @@
+//! MPI data parallelism (`--features mpi`; `.ci/run` installs Open MPI): `mpirun -np 2` runs
+//! the same optimization as one process with the global batch split over two devices, resumes
+//! exactly, and a rank with another config stops the whole run with an error.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CFG: &str = r#"
+[model]
+preset = "cifar10-2-256"
+depth = 1
+embed_dim = 32
+num_heads = 4
+time_steps = 2
+chunk_size = 2
+in_channels = 1
+img_size = 28
+num_classes = 10
+[data]
+dataset = "fashion-mnist"
+train_limit = 256
+test_limit = 128
+workers = 1
+[data.mnist]
+translate = 2
+hflip = 0.5
+[optimizer]
+lr = 3e-3
+weight_decay = 1e-2
+[schedule]
+epochs = 2
+warmup_epochs = 1
+warmup_lr = 1e-3
+min_lr = 1e-4
+cooldown_epochs = 0
+per_iteration = true
+[train]
+batch_size = 32
+eval_batch_size = 32
+plot = false
+"#;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("statten-mpi-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn mpirun() -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--allow-run-as-root", "-np", "2"]);
+    c
+}
+
+/// `statten train` arguments for `cfg` into `out`.
+fn train_args(cfg: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        env!("CARGO_BIN_EXE_statten").into(),
+        "train".into(),
+        "--quiet".into(),
+        "--threads".into(),
+        "1".into(),
+        "--config".into(),
+        cfg.display().to_string(),
+        "--output".into(),
+        out.display().to_string(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn check(mut c: Command) -> String {
+    let o = c.output().expect("start");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    text
+}
+
+/// summary.csv rows: epoch, train loss, train top-1 exact; eval loss to 1e-12 relative (the
+/// shards' sums are added in another order); eval top-1/top-5 exact (counts); lr exact.
+fn rows(out: &Path) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(out.join("summary.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(7).map(|v| v.parse().unwrap()).collect())
+        .collect()
+}
+
+fn assert_same(a: &[Vec<f64>], b: &[Vec<f64>]) {
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    assert!(!a.is_empty());
+    for (x, y) in a.iter().zip(b) {
+        assert!(x.iter().all(|v| v.is_finite()), "{x:?}");
+        assert_eq!(x.len(), y.len());
+        for (i, (p, q)) in x.iter().zip(y).enumerate() {
+            let ok = if i == 3 {
+                (p - q).abs() <= 1e-12 * p.abs().max(1.0)
+            } else {
+                p == q
+            };
+            assert!(ok, "column {i}: {x:?} vs {y:?}");
+        }
+    }
+}
+
+#[test]
+fn two_ranks_train_as_one_process_with_two_devices_and_resume_exactly() {
+    let dir = tmp("ranks");
+    let cfg = dir.join("cfg.toml");
+    std::fs::write(&cfg, CFG).unwrap();
+    // One process, the global batch over two devices.
+    let single = dir.join("single");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_statten"));
+    c.args(
+        &train_args(
+            &cfg,
+            &single,
+            &["--set", "train.devices=[\"cpu:0\",\"cpu:1\"]"],
+        )[1..],
+    );
+    check(c);
+    let want = rows(&single);
+    assert_eq!(want.len(), 2);
+
+    // Two ranks, one device each.
+    let ranks = dir.join("ranks");
+    let mut c = mpirun();
+    c.args(train_args(&cfg, &ranks, &[]));
+    check(c);
+    assert_same(&rows(&ranks), &want);
+
+    // Two ranks stopped after the first epoch (train.epochs = 1, the schedule unchanged), then
+    // resumed for the second: the same as the uninterrupted run.
+    let resumed = dir.join("resumed");
+    let mut c = mpirun();
+    c.args(train_args(&cfg, &resumed, &["--set", "train.epochs=1"]));
+    check(c);
+    assert_eq!(rows(&resumed).len(), 1);
+    let mut c = mpirun();
+    c.args(train_args(
+        &cfg,
+        &resumed,
+        &[
+            "--set",
+            "train.epochs=2",
+            "--resume",
+            "--allow-config-change",
+        ],
+    ));
+    check(c);
+    assert_same(&rows(&resumed), &want);
+}
+
+#[test]
+fn a_rank_with_another_config_stops_every_rank_with_an_error() {
+    let dir = tmp("mismatch");
+    let cfg = dir.join("cfg.toml");
+    std::fs::write(&cfg, CFG).unwrap();
+    let out = dir.join("run");
+    let mut a = train_args(&cfg, &out, &[]);
+    let mut b = train_args(&cfg, &out, &["--set", "optimizer.lr=1e-3"]);
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--allow-run-as-root", "-np", "1"]);
+    c.args(a.drain(..));
+    c.arg(":");
+    c.args(["-np", "1"]);
+    c.args(b.drain(..));
+    let t0 = Instant::now();
+    let o = c.output().expect("start mpirun");
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("differs from rank 0's"), "{text}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
