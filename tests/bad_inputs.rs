@@ -1,16 +1,15 @@
 //! Datasets whose labels do not fit the model are errors naming the folder or file before
 //! training, not an index panic inside it (or a silently shifted class).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use statten_train::config::RunConfig;
 use statten_train::trainer::datasets;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("statten-bad-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch_dir("bad", name)
 }
 
 fn touch(p: &Path, bytes: &[u8]) {

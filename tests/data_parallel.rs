@@ -3,6 +3,9 @@
 //!
 //! Runs hold `LOCK`: Burn's initialisation seed is process-global.
 
+#[macro_use]
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -14,17 +17,9 @@ use statten_train::trainer::{batch_plan, train, RunOptions};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
-const CFG: &str = r#"
-[model]
-preset = "cifar10-2-256"
-depth = 1
-embed_dim = 32
-num_heads = 4
-time_steps = 2
-chunk_size = 2
-in_channels = 1
-img_size = 28
-num_classes = 10
+const CFG: &str = concat!(
+    tiny_fmnist_model!(),
+    r#"
 [data]
 dataset = "fashion-mnist"
 train_limit = 128
@@ -41,11 +36,12 @@ cooldown_epochs = 0
 [train]
 batch_size = 32
 plot = false
-"#;
+"#
+);
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("statten-dp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = common::scratch_dir("dp", name);
+    let _ = std::fs::remove_dir(&d);
     d
 }
 

@@ -6,6 +6,7 @@
 //! In-process runs hold `LOCK`: Burn's initialisation seed is process-global, so two runs that
 //! must be bit-identical cannot overlap.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -21,17 +22,9 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 /// 8 batches per epoch, 2 epochs, mixup-free; per-iteration schedule so that the learning rate
 /// depends on the step.
-const CFG: &str = r#"
-[model]
-preset = "cifar10-2-256"
-depth = 1
-embed_dim = 32
-num_heads = 4
-time_steps = 2
-chunk_size = 2
-in_channels = 1
-img_size = 28
-num_classes = 10
+const CFG: &str = concat!(
+    tiny_fmnist_model!(),
+    r#"
 [data]
 dataset = "fashion-mnist"
 train_limit = 256
@@ -53,11 +46,12 @@ per_iteration = true
 [train]
 batch_size = 32
 plot = false
-"#;
+"#
+);
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("statten-faults-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = common::scratch_dir("faults", name);
+    let _ = std::fs::remove_dir(&d);
     d
 }
 

@@ -3,21 +3,16 @@
 //! exactly, and a rank with another config stops the whole run with an error.
 #![cfg(feature = "mpi")]
 
+#[macro_use]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const CFG: &str = r#"
-[model]
-preset = "cifar10-2-256"
-depth = 1
-embed_dim = 32
-num_heads = 4
-time_steps = 2
-chunk_size = 2
-in_channels = 1
-img_size = 28
-num_classes = 10
+const CFG: &str = concat!(
+    tiny_fmnist_model!(),
+    r#"
 [data]
 dataset = "fashion-mnist"
 train_limit = 256
@@ -40,13 +35,11 @@ per_iteration = true
 batch_size = 32
 eval_batch_size = 32
 plot = false
-"#;
+"#
+);
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("statten-mpi-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch_dir("mpi", name)
 }
 
 fn mpirun() -> Command {

@@ -2,22 +2,17 @@
 //! same per-epoch metrics as an uninterrupted run with the same seed. One test in its own
 //! binary, because Burn's initialisation seed is process-global.
 
+#[macro_use]
+mod common;
+
 use std::path::PathBuf;
 
 use statten_train::config::RunConfig;
 use statten_train::trainer::{train, RunOptions};
 
-const CFG: &str = r#"
-[model]
-preset = "cifar10-2-256"
-depth = 1
-embed_dim = 32
-num_heads = 4
-time_steps = 2
-chunk_size = 2
-in_channels = 1
-img_size = 28
-num_classes = 10
+const CFG: &str = concat!(
+    tiny_fmnist_model!(),
+    r#"
 [data]
 dataset = "fashion-mnist"
 train_limit = 256
@@ -40,7 +35,8 @@ per_iteration = true
 [train]
 batch_size = 32
 plot = false
-"#;
+"#
+);
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("statten-resume-{}-{name}", std::process::id()));

@@ -1,23 +1,16 @@
 //! CPU threads: `--threads` and `RAYON_NUM_THREADS` are honoured and checked, and the training
 //! metrics do not depend on the thread count (nor change between two runs at one count).
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::statten;
 
-const CFG: &str = r#"
-[model]
-preset = "cifar10-2-256"
-depth = 1
-embed_dim = 32
-num_heads = 4
-time_steps = 2
-chunk_size = 2
-in_channels = 1
-img_size = 28
-num_classes = 10
+const CFG: &str = concat!(
+    tiny_fmnist_model!(),
+    r#"
 [data]
 dataset = "fashion-mnist"
 train_limit = 192
@@ -33,7 +26,8 @@ cooldown_epochs = 0
 [train]
 batch_size = 32
 plot = false
-"#;
+"#
+);
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("statten-threads-{}-{name}", std::process::id()));

@@ -74,3 +74,32 @@ pub fn statten(args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// The tiny SDT + STAtten 1-32 (T = 2) on 28×28 Fashion-MNIST that the run tests train: the
+/// `[model]` table, for `concat!` with the rest of a test's config.
+#[macro_export]
+macro_rules! tiny_fmnist_model {
+    () => {
+        "
+[model]
+preset = \"cifar10-2-256\"
+depth = 1
+embed_dim = 32
+num_heads = 4
+time_steps = 2
+chunk_size = 2
+in_channels = 1
+img_size = 28
+num_classes = 10
+"
+    };
+}
+
+/// An empty scratch folder `statten-<what>-<pid>-<name>` under the system temp dir (left
+/// behind for inspection; removed at the next run of the same test).
+pub fn scratch_dir(what: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("statten-{what}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

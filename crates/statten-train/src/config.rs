@@ -355,14 +355,6 @@ impl RunConfig {
         if self.train.batch_size == 0 {
             return Err("train.batch_size must be positive".into());
         }
-        let devices = self.train.devices.len().max(1);
-        if self.train.batch_size < devices {
-            return Err(format!(
-                "train.batch_size = {} is the global batch and is smaller than the {devices} \
-                 devices of train.devices: each device needs at least one sample",
-                self.train.batch_size
-            ));
-        }
         if d.mixup.active() && !self.train.batch_size.is_multiple_of(2) {
             return Err(format!("train.batch_size = {} must be even with mixup (timm mixes each batch with its mirror)", self.train.batch_size));
         }

@@ -246,26 +246,19 @@ impl Collective for ThreadWorld {
     }
 
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
-        // Summed in f32, rank by rank, as an MPI sum of f32 values.
-        let mine: Vec<f64> = buf
-            .iter()
-            .map(|&v| f64::from_bits(v.to_bits() as u64))
-            .collect();
+        // f32 → f64 is exact; the sum is taken in f32, rank by rank, as MPI sums f32 values.
         fn sum_f32(parts: &[Vec<f64>]) -> Vec<f64> {
-            let as_f32 = |v: f64| f32::from_bits(v.to_bits() as u32);
-            let mut out: Vec<f32> = parts[0].iter().map(|&v| as_f32(v)).collect();
+            let mut out: Vec<f32> = parts[0].iter().map(|&v| v as f32).collect();
             for p in &parts[1..] {
                 for (o, &v) in out.iter_mut().zip(p) {
-                    *o += as_f32(v);
+                    *o += v as f32;
                 }
             }
-            out.iter()
-                .map(|&v| f64::from_bits(v.to_bits() as u64))
-                .collect()
+            out.into_iter().map(f64::from).collect()
         }
-        let out = self.exchange(mine, sum_f32);
+        let out = self.exchange(buf.iter().map(|&v| v as f64).collect(), sum_f32);
         for (b, v) in buf.iter_mut().zip(out) {
-            *b = f32::from_bits(v.to_bits() as u32);
+            *b = v as f32;
         }
     }
 
@@ -275,13 +268,9 @@ impl Collective for ThreadWorld {
     }
 
     fn broadcast_f32(&self, buf: &mut [f32]) {
-        let mine: Vec<f64> = buf
-            .iter()
-            .map(|&v| f64::from_bits(v.to_bits() as u64))
-            .collect();
-        let out = self.exchange(mine, first_part);
+        let out = self.exchange(buf.iter().map(|&v| v as f64).collect(), first_part);
         for (b, v) in buf.iter_mut().zip(out) {
-            *b = f32::from_bits(v.to_bits() as u32);
+            *b = v as f32;
         }
     }
 

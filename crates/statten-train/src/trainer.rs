@@ -426,22 +426,21 @@ fn share_grads(
     main: &Device,
 ) -> (f64, usize, GradientsParams) {
     let k = cfg.model.num_classes;
-    if let [(0, e)] = share {
-        if *e == n {
-            // The whole batch on one device in one piece: no weighting (bit-identical to the
-            // plain step).
-            let (l, c, g) = step_grads(replica, b, labels, soft, cfg, loss_kind, device, 1.0);
-            return (l, c, g.to_device(main, replica));
-        }
-    }
     let mut total = GradientsParams::new();
     let (mut loss, mut correct) = (0.0, 0);
     for &(a, e) in share {
-        let part = rows(b, a, e);
+        // The whole batch in one piece is used as it is (weight 1: the plain step).
+        let owned;
+        let part = if (a, e) == (0, n) {
+            b
+        } else {
+            owned = rows(b, a, e);
+            &owned
+        };
         let sp = soft.map(|s| &s[a * k..e * k]);
         let (l, c, g) = step_grads(
             replica,
-            &part,
+            part,
             &labels[a..e],
             sp,
             cfg,
@@ -757,7 +756,13 @@ impl<'a> Trainer<'a> {
         // order, so that the initial weights depend on the seed alone (not on the order of a
         // first forward, nor on another rank drawing from the same generator).
         let model = cfg.model.init(&ad).map_err(|e| e.to_string()).map(|m| {
-            let _ = flat_floats(&m, false);
+            struct Draw;
+            impl burn::module::ModuleVisitor for Draw {
+                fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+                    let _ = p.val();
+                }
+            }
+            m.visit(&mut Draw);
             m
         });
         if rank == 0 {
