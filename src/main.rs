@@ -1,6 +1,6 @@
 //! The `statten` command-line tool.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use statten_train::dist::Collective;
 use std::path::PathBuf;
@@ -302,7 +302,7 @@ struct TrainArgs {
     allow_config_change: bool,
     quiet: bool,
     /// The MPI ranks, when started as one of several.
-    world: Option<Arc<dyn Collective>>,
+    world: Option<Rc<dyn Collective>>,
 }
 
 /// Rank 0's `text` on every rank.
@@ -330,12 +330,12 @@ fn broadcast_string(w: &dyn Collective, text: &str) -> String {
 
 /// The MPI world when this process is one of several ranks (built with the `mpi` feature);
 /// without the feature, being started by an MPI launcher as one of several ranks is an error.
-fn mpi_world() -> Result<Option<Arc<dyn Collective>>, String> {
+fn mpi_world() -> Result<Option<Rc<dyn Collective>>, String> {
     #[cfg(feature = "mpi")]
     {
         let w = statten_train::dist::MpiWorld::init()?;
         if w.size() > 1 {
-            return Ok(Some(Arc::new(w)));
+            return Ok(Some(Rc::new(w)));
         }
         Ok(None)
     }

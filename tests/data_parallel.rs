@@ -47,12 +47,15 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Train with `sets`; the history's train columns and the final parameters (not the running
 /// statistics).
-fn run(name: &str, sets: &[&str]) -> (Vec<[f64; 3]>, Vec<(String, Vec<f32>)>) {
+/// Train columns per epoch, and the named final parameters.
+type Outcome = (Vec<[f64; 3]>, Vec<(String, Vec<f32>)>);
+
+fn run(name: &str, sets: &[&str]) -> Outcome {
     run_ranks(name, sets, 1)
 }
 
 /// The same over `ranks` ranks of a [`ThreadWorld`] (threads standing in for MPI processes).
-fn run_ranks(name: &str, sets: &[&str], ranks: usize) -> (Vec<[f64; 3]>, Vec<(String, Vec<f32>)>) {
+fn run_ranks(name: &str, sets: &[&str], ranks: usize) -> Outcome {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let cfg = RunConfig::parse(CFG, &sets).unwrap();
     let out = tmp(name);
@@ -73,7 +76,7 @@ fn run_ranks(name: &str, sets: &[&str], ranks: usize) -> (Vec<[f64; 3]>, Vec<(St
                 .map(|w| {
                     let (cfg, out) = (&cfg, &out);
                     sc.spawn(move || {
-                        let w: std::sync::Arc<dyn Collective> = std::sync::Arc::new(w);
+                        let w: std::rc::Rc<dyn Collective> = std::rc::Rc::new(w);
                         train(
                             cfg,
                             &RunOptions {

@@ -101,7 +101,7 @@ pub fn probe_device(name: &str, device: &Device) -> Result<(), String> {
     });
     std::panic::set_hook(hook);
     match r {
-        Ok(v) if v == 4.0 => Ok(()),
+        Ok(4.0) => Ok(()),
         Ok(v) => Err(format!("device `{name}`: a test sum gave {v}, not 4")),
         Err(p) => {
             let why = p
@@ -143,8 +143,9 @@ pub struct RunOptions {
     /// Stop as on a signal after this many steps in this process (0 = no limit), for tests.
     pub stop_after_steps: usize,
     /// The ranks of a multi-process run ([`crate::dist`]); `None` (or a world of one) trains
-    /// in this process alone. Rank 0 alone writes the run directory.
-    pub world: Option<Arc<dyn Collective>>,
+    /// in this process alone. Rank 0 alone writes the run directory. (`Rc`: collectives are
+    /// called from the training thread only.)
+    pub world: Option<std::rc::Rc<dyn Collective>>,
 }
 
 /// The outcome of a run.
@@ -595,7 +596,7 @@ pub struct Trainer<'a> {
     /// Their names, for messages.
     names: Vec<String>,
     /// The ranks of a multi-process run (none: one process).
-    world: Option<Arc<dyn Collective>>,
+    world: Option<std::rc::Rc<dyn Collective>>,
     rank: usize,
     ranks: usize,
     /// A stop all ranks agreed on in the last step's reduction.
@@ -755,7 +756,7 @@ impl<'a> Trainer<'a> {
         // Burn initialises parameters lazily, on first use: draw them all now, in the module's
         // order, so that the initial weights depend on the seed alone (not on the order of a
         // first forward, nor on another rank drawing from the same generator).
-        let model = cfg.model.init(&ad).map_err(|e| e.to_string()).map(|m| {
+        let model = cfg.model.init(&ad).map_err(|e| e.to_string()).inspect(|m| {
             struct Draw;
             impl burn::module::ModuleVisitor for Draw {
                 fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
@@ -763,7 +764,6 @@ impl<'a> Trainer<'a> {
                 }
             }
             m.visit(&mut Draw);
-            m
         });
         if rank == 0 {
             barrier();
@@ -976,7 +976,7 @@ impl<'a> Trainer<'a> {
 
     fn mid_epoch_checkpoint_due(&self, done: usize) -> bool {
         let t = &self.cfg.train;
-        (t.checkpoint_every_steps > 0 && done % t.checkpoint_every_steps == 0)
+        (t.checkpoint_every_steps > 0 && done.is_multiple_of(t.checkpoint_every_steps))
             || (t.checkpoint_every_minutes > 0.0
                 && self.last_checkpoint_at.elapsed().as_secs_f64()
                     >= t.checkpoint_every_minutes * 60.0)
@@ -1084,7 +1084,7 @@ impl<'a> Trainer<'a> {
         let last = epoch + 1 == total
             || (self.opts.stop_after > 0 && self.epochs_run == self.opts.stop_after);
         let do_eval = cfg.train.eval_interval > 0
-            && ((epoch + 1) % cfg.train.eval_interval == 0 || epoch + 1 == total)
+            && ((epoch + 1).is_multiple_of(cfg.train.eval_interval) || epoch + 1 == total)
             || last;
         let mut rec = EpochRecord {
             epoch,
@@ -1197,7 +1197,7 @@ impl<'a> Trainer<'a> {
                 .map_err(|e| e.to_string())?;
         }
         let every = self.cfg.train.checkpoint_every;
-        if every > 0 && epochs_done % every == 0 {
+        if every > 0 && epochs_done.is_multiple_of(every) {
             checkpoint::copy(&last, &self.dir.epoch_checkpoint(epochs_done))?;
             self.dir
                 .prune_epoch_checkpoints(self.cfg.train.keep_checkpoints)?;
