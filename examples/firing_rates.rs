@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let mut monitor = Monitor::enabled();
-    let logits = model.forward(input.encode(cfg.time_steps), &mut monitor);
+    let logits = model.forward_monitored(input.encode(cfg.time_steps), &mut monitor);
     println!("{preset}: logits {:?}", logits.dims());
     for s in monitor.stats() {
         println!(

@@ -76,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for batch in loader.epoch(epoch) {
             let b = batch?;
             let x = Input::Static(b.inputs::<4>(&device)).encode(cfg.time_steps);
-            let logits = model.forward(x, &mut Monitor::disabled());
+            let logits = model.forward_monitored(x, &mut Monitor::disabled());
             let loss = cross_entropy(logits, b.targets(&device), 0.1);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = opt.step(2e-3, model, grads);
@@ -99,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for batch in eval.epoch(0) {
         let b = batch?;
         let x = Input::Static(b.inputs::<4>(&Device::flex())).encode(cfg.time_steps);
-        let logits = eval_model.forward(x, &mut mon);
+        let logits = eval_model.forward_monitored(x, &mut mon);
         correct += top1_top5(logits, &b.labels).0;
         n += b.len();
     }

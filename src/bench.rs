@@ -83,7 +83,7 @@ pub fn statten_block(device: &Device) -> Iteration {
     let x0: Tensor<5> = Tensor::random([4, 8, 512, 8, 8], Distribution::Normal(0.5, 1.0), &ad);
     Box::new(move || {
         let x = x0.clone().detach().require_grad();
-        let y = attn.forward(x.clone(), &mut Monitor::disabled());
+        let y = attn.forward_monitored(x.clone(), &mut Monitor::disabled());
         let grads = y.sum().backward();
         sync(x.grad(&grads).expect("grad").sum())
     })
@@ -150,14 +150,18 @@ pub fn train_step_for(device: &Device, cfg: &ModelConfig, batch: usize) -> Itera
         .encode(t);
         let loss = if tet {
             tet_loss(
-                m.forward_time(x, &mut Monitor::disabled()),
+                m.forward_time_monitored(x, &mut Monitor::disabled()),
                 y.clone(),
                 0.1,
                 1e-3,
                 1.0,
             )
         } else {
-            cross_entropy(m.forward(x, &mut Monitor::disabled()), y.clone(), 0.1)
+            cross_entropy(
+                m.forward_monitored(x, &mut Monitor::disabled()),
+                y.clone(),
+                0.1,
+            )
         };
         let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &m);

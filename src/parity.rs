@@ -321,7 +321,7 @@ pub fn run_parity(
     let eval_model = model.valid();
     let mut mon = Monitor::enabled();
     let x = input_of(&fx, cfg.dvs, device)?.encode(t_steps);
-    let logits_eval = eval_model.forward(x, &mut mon);
+    let logits_eval = eval_model.forward_monitored(x, &mut mon);
     groups.push(spike_group(
         "spikes_eval",
         &fx,
@@ -338,7 +338,7 @@ pub fn run_parity(
     // Train forward + backward.
     let mut mon = Monitor::enabled();
     let x = input_of(&fx, cfg.dvs, &ad)?.encode(t_steps);
-    let logits = model.forward(x, &mut mon);
+    let logits = model.forward_monitored(x, &mut mon);
     let target = fx.tensor("target")?;
     let target: Tensor<1, Int> = Tensor::from_data(
         TensorData::new(

@@ -30,7 +30,7 @@ fn imagenet_cfg(root: &Path, extra: &str) -> RunConfig {
 fn err(cfg: &RunConfig) -> String {
     match datasets(cfg) {
         Ok(_) => panic!("datasets were built"),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 

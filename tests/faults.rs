@@ -84,7 +84,7 @@ fn cfg(sets: &[&str]) -> RunConfig {
 }
 
 fn run(cfg: &RunConfig, opts: RunOptions) -> Result<statten_train::trainer::RunSummary, String> {
-    train(cfg, &opts)
+    train(cfg, &opts).map_err(String::from)
 }
 
 #[test]
@@ -129,7 +129,8 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
             ..Default::default()
         },
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("another config") && e.contains("--allow-config-change"),
         "{e}"
@@ -145,7 +146,8 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
             ..Default::default()
         },
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("adamw optimizer state") && e.contains("sgd"),
         "{e}"
@@ -169,7 +171,8 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
                 ..Default::default()
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("last.safetensors") && e.to_lowercase().contains("no space"),
             "{e}"
@@ -241,7 +244,8 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
             ..Default::default()
         },
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("already holds a run") && e.contains("--overwrite"),
         "{e}"
@@ -271,7 +275,8 @@ fn a_diverged_loss_names_the_step_or_is_skipped_when_asked() {
             ..Default::default()
         },
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("epoch 1/2, step ") && e.contains("diverged") && e.contains("skip_nonfinite"),
         "{e}"
@@ -339,7 +344,10 @@ fn truncated_or_corrupted_checkpoints_are_errors_naming_the_file() {
         let mut opt = statten_train::optim::Optimizer::new(&c.optimizer);
         match statten_train::checkpoint::load(&bad, &mut model, Some(&mut opt), &device) {
             Err(e) => {
-                assert!(e.contains("bad.safetensors"), "error without the file: {e}");
+                assert!(
+                    e.to_string().contains("bad.safetensors"),
+                    "error without the file: {e}"
+                );
                 cases += 1;
             }
             // A change inside tensor data can leave a loadable file; it must still be whole.
@@ -543,12 +551,16 @@ fn devices_that_do_not_exist_are_errors_naming_them() {
         ("wgpu:tpu:0", "unknown adapter kind `tpu`"),
         ("tpu", "unknown device `tpu`"),
     ] {
-        let e = statten_train::trainer::device_from_name(dev).unwrap_err();
+        let e = statten_train::trainer::device_from_name(dev)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(want), "{dev}: {e}");
     }
     // An adapter index far past any machine's: an error naming it, not a panic in the runtime.
     let name = "wgpu:97";
     let d = statten_train::trainer::device_from_name(name).unwrap();
-    let e = statten_train::trainer::probe_device(name, &d).unwrap_err();
+    let e = statten_train::trainer::probe_device(name, &d)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("wgpu:97") && e.contains("not available"), "{e}");
 }

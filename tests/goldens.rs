@@ -93,7 +93,7 @@ fn lif_golden_cases() {
             let weights = flat(&case["loss_weights"]);
             let w: Tensor<2> =
                 Tensor::from_data(TensorData::new(weights.clone(), shape.clone()), &ad);
-            let s = lif.forward(x.clone(), &mut Monitor::disabled());
+            let s = lif.forward_monitored(x.clone(), &mut Monitor::disabled());
             let spikes = to_vec(s.clone());
             let want_spikes = flat(&case["spikes"]);
             assert_eq!(spikes, want_spikes, "{name}: spikes");
@@ -144,7 +144,7 @@ fn lif_exact_threshold_fires() {
     let dev = Device::flex();
     let lif = NeuronConfig::default().init("lif", &dev);
     let x: Tensor<2> = Tensor::from_floats([[2.0, 1.0], [2.0, 1.0], [2.0, 1.0], [2.0, 1.0]], &dev);
-    let s = to_vec(lif.forward(x, &mut Monitor::disabled()));
+    let s = to_vec(lif.forward_monitored(x, &mut Monitor::disabled()));
     assert_eq!(s, vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
 }
 
@@ -252,7 +252,7 @@ fn statten_attention_golden_variants() {
             let lif = NeuronConfig::default()
                 .with_threshold(lp["v_threshold"].as_f64().unwrap())
                 .init("attn_lif", &ad);
-            let spikes = lif.forward(pre.clone(), &mut Monitor::disabled());
+            let spikes = lif.forward_monitored(pre.clone(), &mut Monitor::disabled());
             assert_eq!(
                 to_vec(spikes),
                 flat(&var["attn_lif_spikes_TBCN"]),

@@ -143,8 +143,8 @@ fn checkpoint_round_trip_under_reference_names() {
             &dev,
         );
         let input = statten_core::Input::Static(x);
-        let la = a.forward(input.clone().encode(2), &mut Monitor::disabled());
-        let lb = b.forward(input.encode(2), &mut Monitor::disabled());
+        let la = a.forward_monitored(input.clone().encode(2), &mut Monitor::disabled());
+        let lb = b.forward_monitored(input.encode(2), &mut Monitor::disabled());
         assert_eq!(
             la.into_data().try_to_vec::<f32>().unwrap(),
             lb.into_data().try_to_vec::<f32>().unwrap()
@@ -257,7 +257,7 @@ fn sdsa_dvs_q_pooling_option_changes_only_the_q_path() {
     );
     let run = |m: &statten_core::StattenModel| {
         let mut mon = Monitor::enabled();
-        let out = m.forward(statten_core::Input::Events(x.clone()).encode(2), &mut mon);
+        let out = m.forward_monitored(statten_core::Input::Events(x.clone()).encode(2), &mut mon);
         (out.into_data().try_to_vec::<f32>().unwrap(), mon.stats())
     };
     let ((la, sa), (lb, sb)) = (run(&a), run(&b));

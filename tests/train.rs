@@ -106,8 +106,9 @@ fn tiny_model_learns_fashion_mnist_far_above_chance() {
         statten_train::checkpoint::read_meta(&out.join("checkpoints/last.safetensors")).unwrap();
     assert_eq!(meta.epochs_done, 5);
     assert_eq!(meta.history, s.history);
-    let e =
-        statten_train::checkpoint::read_meta(&out.join("best_weights.safetensors")).unwrap_err();
+    let e = statten_train::checkpoint::read_meta(&out.join("best_weights.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a statten checkpoint"), "{e}");
     // The exported weights load as a reference state_dict.
     let mut m = cfg.model.init(&burn::tensor::Device::flex()).unwrap();
@@ -171,17 +172,23 @@ fn cifar_recipe_learning_rates_equal_timms() {
 
 #[test]
 fn bad_configs_give_clear_errors() {
-    let e = RunConfig::parse(&TINY.replace("[train]", "[train]\nbatch_sise = 3"), &[]).unwrap_err();
+    let e = RunConfig::parse(&TINY.replace("[train]", "[train]\nbatch_sise = 3"), &[])
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("train.batch_sise") && e.contains("train.batch_size"),
         "{e}"
     );
-    let e = RunConfig::parse(&TINY.replace("chunk_size = 2", "chunk_size = 3"), &[]).unwrap_err();
+    let e = RunConfig::parse(&TINY.replace("chunk_size = 2", "chunk_size = 3"), &[])
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("chunk_size") && e.contains("time_steps") || e.contains("divisible"),
         "{e}"
     );
-    let e = RunConfig::parse(TINY, &["data.dataset=\"cifar10\"".into()]).unwrap_err();
+    let e = RunConfig::parse(TINY, &["data.dataset=\"cifar10\"".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("in_channels") || e.contains("img_size"), "{e}");
     // Missing data folder: the error names it and says where to get the data.
     let cfg = RunConfig::parse(TINY, &["data.root=\"/nonexistent/fmnist\"".into()]).unwrap();
@@ -192,7 +199,8 @@ fn bad_configs_give_clear_errors() {
             ..Default::default()
         },
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("/nonexistent/fmnist") && e.contains("dataset-fashion-mnist"),
         "{e}"
@@ -209,7 +217,8 @@ fn bad_configs_give_clear_errors() {
             ..Default::default()
         },
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("/nonexistent/cifar") && e.contains("cifar-10-binary.tar.gz"),
         "{e}"

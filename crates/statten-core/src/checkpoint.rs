@@ -10,9 +10,11 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::Tensor;
+#[cfg(feature = "pytorch")]
+use burn::store::PytorchStore;
 use burn::store::{
     ApplyResult, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleSnapshot,
-    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    PyTorchToBurnAdapter, SafetensorsStore,
 };
 use burn::tensor::{DType, FloatDType};
 
@@ -96,6 +98,16 @@ pub fn load_reference<M: Module + ModuleSnapshot>(
             .map_err(|e| Error::checkpoint(p.clone(), format!("{e}")))?;
         return check(path, result);
     }
+    load_pth(model, path, p)
+}
+
+/// A PyTorch pickle, tried as a bare `state_dict` and nested under the usual keys.
+#[cfg(feature = "pytorch")]
+fn load_pth<M: Module + ModuleSnapshot>(
+    model: &mut M,
+    path: &Path,
+    p: String,
+) -> Result<LoadReport> {
     let mut last_err = None;
     for top in [
         None,
@@ -126,6 +138,15 @@ pub fn load_reference<M: Module + ModuleSnapshot>(
         }
     }
     Err(last_err.unwrap_or_else(|| Error::checkpoint(p, "no tensor of the file matches the model")))
+}
+
+#[cfg(not(feature = "pytorch"))]
+fn load_pth<M: Module + ModuleSnapshot>(_: &mut M, _: &Path, p: String) -> Result<LoadReport> {
+    Err(Error::checkpoint(
+        p,
+        "reading PyTorch pickles needs statten-core's `pytorch` cargo feature (convert the file \
+         to .safetensors, or enable the feature)",
+    ))
 }
 
 /// Load a reference `state_dict` held in memory as safetensors bytes; `label` names it in errors.

@@ -9,7 +9,7 @@
 //!   the reference's bilinear resize (no antialias) to 64×64.
 //! - **N-Caltech101**: `<root>/Caltech101/<class>/image_NNNN.bin` (or `<root>/<class>/…`), 101
 //!   folders. Per class the first `int(0.9·n)` files train, in **sorted** order. The reference
-//!   takes them in `os.listdir` order, which depends on the file system (spec §6), so its split
+//!   takes them in `os.listdir` order, which depends on the file system, so its split
 //!   is not reproducible; sorted order is. Frames at 180×240, nearest resize to 64×64, and the
 //!   reference's train augmentation (roll / rotation / shear).
 //!

@@ -15,6 +15,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use statten_core::checkpoint::{load_reference_bytes, named_tensors};
 
+use crate::error::Error;
 use crate::optim::Optimizer;
 
 /// One row of the per-epoch history (also a `summary.csv` row).
@@ -38,6 +39,10 @@ pub struct EpochRecord {
     pub images_per_s: f64,
     /// Wall seconds of the epoch (train + eval).
     pub seconds: f64,
+    /// When the epoch ended, in seconds since the Unix epoch (UTC); 0 in checkpoints written
+    /// before this field existed.
+    #[serde(default)]
+    pub finished_at: u64,
 }
 
 /// What the metadata holds.
@@ -165,7 +170,7 @@ mod exact_history {
             .iter()
             .map(|r| {
                 format!(
-                    "{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{}",
                     r.epoch,
                     r.train_loss,
                     r.train_top1,
@@ -174,7 +179,8 @@ mod exact_history {
                     r.eval_top5,
                     r.lr,
                     r.images_per_s,
-                    r.seconds
+                    r.seconds,
+                    r.finished_at
                 )
             })
             .collect();
@@ -187,7 +193,8 @@ mod exact_history {
             .map(|row| {
                 let bad = || serde::de::Error::custom(format!("bad history row `{row}`"));
                 let v: Vec<&str> = row.split(',').collect();
-                if v.len() != 9 {
+                // Ten fields; nine in checkpoints written before `finished_at`.
+                if v.len() != 9 && v.len() != 10 {
                     return Err(bad());
                 }
                 let f = |i: usize| v[i].parse::<f64>().map_err(|_| bad());
@@ -201,6 +208,10 @@ mod exact_history {
                     lr: f(6)?,
                     images_per_s: f(7)?,
                     seconds: f(8)?,
+                    finished_at: match v.get(9) {
+                        Some(t) => t.parse().map_err(|_| bad())?,
+                        None => 0,
+                    },
                 })
             })
             .collect()
@@ -228,6 +239,15 @@ pub fn param_names<M: Module + ModuleSnapshot>(
 
 /// Write a checkpoint atomically.
 pub fn save<M: Module + ModuleSnapshot>(
+    path: &Path,
+    model: &M,
+    opt: &Optimizer,
+    meta: &CheckpointMeta,
+) -> crate::error::Result<()> {
+    save_text(path, model, opt, meta).map_err(|m| Error::checkpoint(path, m))
+}
+
+fn save_text<M: Module + ModuleSnapshot>(
     path: &Path,
     model: &M,
     opt: &Optimizer,
@@ -283,18 +303,27 @@ pub fn save<M: Module + ModuleSnapshot>(
 
 /// Copy a checkpoint written by [`save`] to another name, atomically (for `best` and
 /// `epoch_NNNN`, which hold the same state as `last` when they are written).
-pub fn copy(from: &Path, to: &Path) -> Result<(), String> {
+pub fn copy(from: &Path, to: &Path) -> crate::error::Result<()> {
     let tmp = to.with_extension(format!("tmp{}", std::process::id()));
     let r = std::fs::copy(from, &tmp).and_then(|_| std::fs::rename(&tmp, to));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    r.map_err(|e| format!("{}: cannot write checkpoint: {e}", to.display()))
+    r.map_err(|e| {
+        Error::checkpoint(
+            to,
+            format!("{}: cannot write checkpoint: {e}", to.display()),
+        )
+    })
 }
 
 /// Read only the metadata of a checkpoint.
 /// Only the safetensors header (8-byte length + JSON) is read, not the tensors.
-pub fn read_meta(path: &Path) -> Result<CheckpointMeta, String> {
+pub fn read_meta(path: &Path) -> crate::error::Result<CheckpointMeta> {
+    read_meta_text(path).map_err(|m| Error::checkpoint(path, m))
+}
+
+fn read_meta_text(path: &Path) -> Result<CheckpointMeta, String> {
     use std::io::Read;
     let err = |e: std::io::Error| format!("{}: cannot read checkpoint: {e}", path.display());
     let mut f = std::fs::File::open(path).map_err(err)?;
@@ -327,6 +356,15 @@ fn meta_of(bytes: &[u8], path: &Path) -> Result<CheckpointMeta, String> {
 
 /// Load a checkpoint into `model` and `opt`; returns its metadata.
 pub fn load<M: Module + ModuleSnapshot>(
+    path: &Path,
+    model: &mut M,
+    opt: Option<&mut Optimizer>,
+    device: &Device,
+) -> crate::error::Result<CheckpointMeta> {
+    load_text(path, model, opt, device).map_err(|m| Error::checkpoint(path, m))
+}
+
+fn load_text<M: Module + ModuleSnapshot>(
     path: &Path,
     model: &mut M,
     opt: Option<&mut Optimizer>,

@@ -12,6 +12,7 @@ use statten_core::models::ModelConfig;
 use statten_data::config::{closest, merge_checked, DataConfig};
 use statten_data::mixup::MixupConfig;
 
+use crate::error::Error;
 use crate::optim::OptimizerConfig;
 use crate::schedule::ScheduleConfig;
 
@@ -100,6 +101,9 @@ pub struct TrainConfig {
     pub max_batches: usize,
     /// Draw the learning-curve PNG each epoch.
     pub plot: bool,
+    /// Append a row to `steps.csv` every this many optimizer steps (mean loss of those steps,
+    /// learning rate, images/s); 0 = no per-step log.
+    pub log_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -120,6 +124,7 @@ impl Default for TrainConfig {
             devices: Vec::new(),
             max_batches: 0,
             plot: true,
+            log_every: 20,
         }
     }
 }
@@ -201,7 +206,11 @@ pub fn model_from_table(t: &toml::Table) -> Result<ModelConfig, String> {
 }
 
 /// A preset with `model.KEY=VALUE` overrides (as `--set` gives them), validated.
-pub fn model_with_sets(preset: &str, sets: &[String]) -> Result<ModelConfig, String> {
+pub fn model_with_sets(preset: &str, sets: &[String]) -> crate::error::Result<ModelConfig> {
+    model_with_sets_text(preset, sets).map_err(Error::Config)
+}
+
+fn model_with_sets_text(preset: &str, sets: &[String]) -> Result<ModelConfig, String> {
     let mut raw = toml::Table::new();
     let mut model = toml::Table::new();
     model.insert("preset".into(), toml::Value::String(preset.into()));
@@ -222,17 +231,25 @@ pub fn model_with_sets(preset: &str, sets: &[String]) -> Result<ModelConfig, Str
 
 impl RunConfig {
     /// Parse TOML text with `--set` overrides applied first.
-    pub fn parse(text: &str, sets: &[String]) -> Result<Self, String> {
+    pub fn parse(text: &str, sets: &[String]) -> crate::error::Result<Self> {
+        Self::parse_text(text, sets).map_err(Error::Config)
+    }
+
+    fn parse_text(text: &str, sets: &[String]) -> Result<Self, String> {
         let mut raw: toml::Table =
             toml::from_str(text).map_err(|e| format!("invalid TOML: {e}"))?;
         for s in sets {
             apply_set(&mut raw, s)?;
         }
-        Self::from_table(&raw)
+        Self::from_table_text(&raw)
     }
 
     /// Build from a parsed table.
-    pub fn from_table(raw: &toml::Table) -> Result<Self, String> {
+    pub fn from_table(raw: &toml::Table) -> crate::error::Result<Self> {
+        Self::from_table_text(raw).map_err(Error::Config)
+    }
+
+    fn from_table_text(raw: &toml::Table) -> Result<Self, String> {
         for k in raw.keys() {
             if !TABLES.contains(&k.as_str()) {
                 let hint = closest(k, TABLES)
@@ -262,14 +279,15 @@ impl RunConfig {
             loss: section(LossConfig::default(), raw, "loss")?,
             train: section(TrainConfig::default(), raw, "train")?,
         };
-        cfg.validate()?;
+        cfg.validate_text()?;
         Ok(cfg)
     }
 
     /// Read a config file.
-    pub fn load(path: &std::path::Path, sets: &[String]) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text, sets).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &std::path::Path, sets: &[String]) -> crate::error::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Self::parse_text(&text, sets).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
     /// The resolved config as TOML.
@@ -305,7 +323,11 @@ impl RunConfig {
     }
 
     /// Cross-section checks: the model must fit the data.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::error::Result<()> {
+        self.validate_text().map_err(Error::Config)
+    }
+
+    fn validate_text(&self) -> Result<(), String> {
         self.model.validate().map_err(|e| e.to_string())?;
         let m = &self.model;
         let d = &self.data;
@@ -398,26 +420,33 @@ mod tests {
     #[test]
     fn bad_keys_and_shapes_are_named() {
         let e = RunConfig::parse(&format!("{CIFAR}[optimizer]\nweight_decai = 0.1\n"), &[])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("optimizer.weight_decai") && e.contains("optimizer.weight_decay"),
             "{e}"
         );
-        let e = RunConfig::parse(&format!("{CIFAR}[trian]\nepochs = 1\n"), &[]).unwrap_err();
+        let e = RunConfig::parse(&format!("{CIFAR}[trian]\nepochs = 1\n"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("trian") && e.contains("train"), "{e}");
         let e = RunConfig::parse(
             "[model]\npreset = \"cifar10-2-512\"\nchunk_size = 3\n[data]\ndataset = \"cifar10\"\n",
             &[],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("chunk_size"), "{e}");
         let e = RunConfig::parse(
             "[model]\npreset = \"cifar10-2-512\"\n[data]\ndataset = \"cifar100\"\n",
             &[],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("num_classes"), "{e}");
-        let e = RunConfig::parse(CIFAR, &["train.batch_size=33".into()]).unwrap_err();
+        let e = RunConfig::parse(CIFAR, &["train.batch_size=33".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("even"), "{e}");
     }
 }

@@ -45,8 +45,9 @@ pub fn launcher_world_size() -> Option<usize> {
         "OMPI_COMM_WORLD_SIZE",
         "PMI_SIZE",
         "PMIX_SIZE",
-        "MPI_LOCALNRANKS",
-        "SLURM_NTASKS",
+        // Slurm's srun sets the step's task count; an sbatch script's own shell (SLURM_NTASKS
+        // without a step) is one process, not a rank of several.
+        "SLURM_STEP_NUM_TASKS",
     ]
     .iter()
     .find_map(|k| std::env::var(k).ok()?.parse::<usize>().ok())
@@ -94,9 +95,12 @@ mod mpi_world {
 
     impl MpiWorld {
         /// Initialise MPI (once per process).
-        pub fn init() -> Result<Self, String> {
-            let universe = mpi::initialize()
-                .ok_or_else(|| "MPI could not be initialised (already initialised?)".to_string())?;
+        pub fn init() -> crate::error::Result<Self> {
+            let universe = mpi::initialize().ok_or_else(|| {
+                crate::error::Error::Distributed(
+                    "MPI could not be initialised (already initialised?)".to_string(),
+                )
+            })?;
             let world = universe.world();
             Ok(Self {
                 _universe: universe,

@@ -1,4 +1,4 @@
-//! Energy estimate of spiking inference (spec §5.3):
+//! Energy estimate of spiking inference, as the paper computes it:
 //! `E = E_MAC · MACs(first real-valued conv) + E_AC · SOPs`, with `SOPs = firing rate × MACs` of
 //! the spike-driven layers (MACs already summed over T) and E_MAC = 4.6 pJ, E_AC = 0.9 pJ (45 nm). The firing rate is the mean over all
 //! spiking layers weighted by their element counts, measured on the eval set; the STAtten
@@ -130,15 +130,21 @@ impl RateAccumulator {
 }
 
 impl EnergyReport {
-    /// A short table for the log.
-    pub fn table(&self) -> String {
-        let mut s = format!(
-            "energy/image {:.4} mJ  (first conv {:.1} M MACs, {:.1} M SOPs, mean firing rate {:.4})\n",
+    /// The one-line figure: energy per image, first-conv MACs, SOPs, mean firing rate.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "energy/image {:.4} mJ  (first conv {:.1} M MACs, {:.1} M SOPs, mean firing rate {:.4})",
             self.energy_mj,
             self.first_conv_macs / 1e6,
             self.sops / 1e6,
             self.mean_rate
-        );
+        )
+    }
+
+    /// The one-line figure and the firing rate of every spiking layer.
+    pub fn table(&self) -> String {
+        let mut s = self.summary_line();
+        s.push('\n');
         for l in &self.layers {
             s += &format!("  {:<40} {:.4}\n", l.name, l.rate);
         }

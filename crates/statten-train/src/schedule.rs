@@ -1,4 +1,4 @@
-//! timm's `CosineLRScheduler` as the reference uses it (spec §4.1): `t_in_epochs = True`,
+//! timm's `CosineLRScheduler` as the reference uses it: `t_in_epochs = True`,
 //! `warmup_prefix = False`, `cycle_limit = 1`, `k_decay = 1`, no noise, stepped once per epoch;
 //! the run lasts `epochs + cooldown_epochs` epochs (timm `create_scheduler`).
 

@@ -96,7 +96,7 @@ fn damaged_run_configs_are_errors_naming_the_file() {
             Err(_) => panic!("case {case} (from {name}) panicked on:\n{text}"),
             Ok(Err(e)) => {
                 assert!(
-                    e.contains(&path.display().to_string()),
+                    e.to_string().contains(&path.display().to_string()),
                     "case {case}: error without the file: {e}"
                 );
                 errors += 1;

@@ -1,4 +1,4 @@
-//! Spiking self-attention: STAtten (block-wise spatial-temporal, spec §2.4), the Spike-driven
+//! Spiking self-attention: STAtten (block-wise spatial-temporal attention over chunks of timesteps), the Spike-driven
 //! Transformer's SDSA (§2.2) and Spikformer's SSA (§2.3).
 //!
 //! The `*_core` functions take binary `q, k, v` of shape `[T, B, heads, N, d]` and return the
@@ -87,7 +87,8 @@ pub fn check_attention(
     Ok(())
 }
 
-/// The STAtten scale: `1/H` for static inputs, `1/(H·H·chunk)` for DVS (spec §2.4).
+/// The STAtten scale: `1/H` for static inputs, `1/(H·H·chunk)` for DVS, where H is
+/// the token-grid height and `chunk` the timesteps per block (the STAtten repository's rule).
 pub fn statten_scale(grid_h: usize, chunk_size: usize, dvs: bool) -> f64 {
     if dvs {
         1.0 / (grid_h * grid_h * chunk_size) as f64

@@ -38,6 +38,26 @@ pub struct MsAttentionConfig {
     pub sdsa_pool_q: bool,
 }
 
+impl Default for MsAttentionConfig {
+    /// STAtten of the CIFAR 2-256 model: C = 256, 8 heads, T = 4 in blocks of 2 over an 8×8
+    /// token grid, static images, the reference's neuron and thresholds.
+    fn default() -> Self {
+        Self {
+            dim: 256,
+            num_heads: 8,
+            kind: AttentionKind::Statten,
+            chunk_size: 2,
+            time_steps: 4,
+            grid_h: 8,
+            dvs: false,
+            neuron: NeuronConfig::default(),
+            attn_v_threshold: 0.5,
+            scale: None,
+            sdsa_pool_q: true,
+        }
+    }
+}
+
 impl MsAttentionConfig {
     /// Validate and build the block; `prefix` is its module path (e.g. `block.0.attn`).
     pub fn init(&self, prefix: &str, device: &Device) -> Result<MsAttention> {
@@ -151,14 +171,21 @@ impl MsAttention {
     }
 
     /// `x`: the residual stream `[T, B, C, H, W]`; returns `attn(x) + x`.
-    pub fn forward(&self, x: Tensor<5>, monitor: &mut Monitor) -> Tensor<5> {
+    ///
+    /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored(&self, x: Tensor<5>, monitor: &mut Monitor) -> Tensor<5> {
         let identity = x.clone();
         let [t, b, c, hh, ww] = x.dims();
         let heads = self.num_heads;
         let d = c / heads;
         let n = hh * ww;
 
-        let s = self.shortcut_lif.forward(x, monitor);
+        let s = self.shortcut_lif.forward_monitored(x, monitor);
         // DVS STAtten gates its output with the max-filtered shortcut spikes.
         let x_pool = if self.dvs && self.kind == AttentionKind::Statten {
             Some(max_filter_5d(s.clone()))
@@ -171,7 +198,7 @@ impl MsAttention {
                       pool: bool,
                       m: &mut Monitor| {
             let y = merged(s.clone(), |z| bn.forward(pointwise_conv(conv, z)));
-            let y = lif.forward(y, m);
+            let y = lif.forward_monitored(y, m);
             let y = if self.dvs && pool {
                 max_filter_5d(y)
             } else {
@@ -196,7 +223,7 @@ impl MsAttention {
                     .expect("chunking validated at construction");
                 // [T,B,h,N,d] -> [T,B,h,d,N] -> [T,B,C,N]
                 let o: Tensor<4> = o.swap_dims(3, 4).reshape([t, b, c, n]);
-                let o = self.attn_lif.forward(o, monitor);
+                let o = self.attn_lif.forward_monitored(o, monitor);
                 let o = o.reshape([t, b, c, hh, ww]);
                 match x_pool {
                     Some(p) => o * p.clone() + p,
@@ -213,7 +240,7 @@ impl MsAttention {
                     }
                 };
                 let kv = pool_nd(k * v).sum_dim(3); // [T,B,h,1,d]
-                let kv = self.talking_heads_lif.forward(kv, monitor);
+                let kv = self.talking_heads_lif.forward_monitored(kv, monitor);
                 let o = pool_nd(q * kv);
                 o.swap_dims(3, 4).reshape([t, b, c, hh, ww])
             }

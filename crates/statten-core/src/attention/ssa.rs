@@ -31,6 +31,22 @@ pub struct SsaAttentionConfig {
     pub attn_v_threshold: f64,
 }
 
+impl Default for SsaAttentionConfig {
+    /// Spikformer's SSA of the CIFAR 4-384 model: C = 384, 12 heads, T = 4, scale 0.125.
+    fn default() -> Self {
+        Self {
+            dim: 384,
+            num_heads: 12,
+            kind: AttentionKind::Ssa,
+            chunk_size: 2,
+            time_steps: 4,
+            scale: 0.125,
+            neuron: NeuronConfig::default(),
+            attn_v_threshold: 0.5,
+        }
+    }
+}
+
 impl SsaAttentionConfig {
     /// Validate and build; `prefix` is the module path (e.g. `block.0.attn`).
     pub fn init(&self, prefix: &str, device: &Device) -> Result<SsaAttention> {
@@ -121,22 +137,29 @@ pub struct SsaAttention {
 
 impl SsaAttention {
     /// `x`: tokens `[T, B, N, C]`; returns the attention branch (spikes), same shape.
-    pub fn forward(&self, x: Tensor<4>, monitor: &mut Monitor) -> Tensor<4> {
+    ///
+    /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored(&self, x: Tensor<4>, monitor: &mut Monitor) -> Tensor<4> {
         let [t, b, n, c] = x.dims();
         let h = self.num_heads;
         let d = c / h;
         let heads = |y: Tensor<4>| y.reshape([t, b, n, h, d]).swap_dims(2, 3); // [T,B,h,N,d]
-        let q = heads(self.q_lif.forward(
+        let q = heads(self.q_lif.forward_monitored(
             linear_bn_tokens(&self.q_linear, &self.q_bn, x.clone()),
             monitor,
         ));
-        let k = heads(self.k_lif.forward(
+        let k = heads(self.k_lif.forward_monitored(
             linear_bn_tokens(&self.k_linear, &self.k_bn, x.clone()),
             monitor,
         ));
         let v = heads(
             self.v_lif
-                .forward(linear_bn_tokens(&self.v_linear, &self.v_bn, x), monitor),
+                .forward_monitored(linear_bn_tokens(&self.v_linear, &self.v_bn, x), monitor),
         );
         let o = match self.kind {
             AttentionKind::Statten => statten_core(q, k, v, self.chunk_size, self.scale)
@@ -144,8 +167,8 @@ impl SsaAttention {
             _ => ssa_core(q, k, v, self.scale),
         };
         let o: Tensor<4> = o.swap_dims(2, 3).reshape([t, b, n, c]);
-        let o = self.attn_lif.forward(o, monitor);
+        let o = self.attn_lif.forward_monitored(o, monitor);
         let o = linear_bn_tokens(&self.proj_linear, &self.proj_bn, o);
-        self.proj_lif.forward(o, monitor)
+        self.proj_lif.forward_monitored(o, monitor)
     }
 }

@@ -66,7 +66,7 @@ pub struct ModelConfig {
     /// Spikformer SSA 0.125).
     pub statten_scale: Option<f64>,
     /// DVS mode of the SDSA baseline: the STAtten repository max-filters the q spikes too;
-    /// upstream SDT filters only k and v (then `k ⊙ v` and `q ⊙ kv`), spec §2.2. `true` matches
+    /// upstream SDT filters only k and v (then `k ⊙ v` and `q ⊙ kv`). `true` matches
     /// the STAtten repository (the default), `false` gives upstream SDT.
     pub sdsa_pool_q: bool,
     /// Neuron settings of every spiking layer (attention LIFs are always LIF).
@@ -374,7 +374,8 @@ impl ModelConfig {
 
     /// Multiply-accumulates of one forward pass per image, `(dense MACs of the first, real-input
     /// convolution summed over T, MACs of every other synaptic layer summed over T)`. With firing
-    /// rates the second term becomes synaptic operations (spec §5.3).
+    /// rates the second term becomes synaptic operations (SOPs = firing rate × MACs), as in the
+    /// paper's energy estimate.
     pub fn macs(&self) -> MacCount {
         let t = self.time_steps as u64;
         let c = self.embed_dim as u64;
@@ -473,22 +474,36 @@ pub enum StattenModel {
 impl StattenModel {
     /// Logits `[B, K]`: the mean over T of the per-timestep logits (SDT) or the head on the
     /// time-averaged features (Spikformer).
-    pub fn forward(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<2> {
+    ///
+    /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<2> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<2> {
         match self {
             StattenModel::Sdt(s) => {
-                let out = s.forward_time(x, m);
+                let out = s.forward_time_monitored(x, m);
                 let [_, b, k] = out.dims();
                 out.mean_dim(0).reshape([b, k])
             }
-            StattenModel::Spikformer(s) => s.forward_mean(x, m),
+            StattenModel::Spikformer(s) => s.forward_mean_monitored(x, m),
         }
     }
 
     /// Per-timestep logits `[T, B, K]` (TET training).
-    pub fn forward_time(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<3> {
+    ///
+    /// Records nothing: [`Self::forward_time_monitored`] also records the firing statistics.
+    pub fn forward_time(&self, x: Tensor<5>) -> Tensor<3> {
+        self.forward_time_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward_time`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_time_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<3> {
         match self {
-            StattenModel::Sdt(s) => s.forward_time(x, m),
-            StattenModel::Spikformer(s) => s.forward_time(x, m),
+            StattenModel::Sdt(s) => s.forward_time_monitored(x, m),
+            StattenModel::Spikformer(s) => s.forward_time_monitored(x, m),
         }
     }
 }

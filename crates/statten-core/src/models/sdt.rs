@@ -13,7 +13,7 @@ use crate::layers::{
     conv2d, linear_torch_default, max_pool_3s2, merged, pointwise_conv, TorchBatchNorm,
 };
 use crate::monitor::Monitor;
-use crate::neuron::MultiStepNeuron;
+use crate::neuron::{MultiStepNeuron, NeuronConfig};
 
 /// MS-SPS patch-splitting stem (`patch_embed`).
 #[derive(Module, Debug)]
@@ -51,7 +51,10 @@ pub struct SdtSps {
 }
 
 impl SdtSps {
-    fn new(cfg: &ModelConfig, device: &Device) -> Self {
+    /// The stem of `cfg`'s model: `in_channels` → `embed_dim` in four 3×3 conv stages (C/8,
+    /// C/4, C/2, C), max-pooled where `pooling_stat` says, and the relative-position conv.
+    /// `cfg` is not validated here ([`ModelConfig::validate`] checks `embed_dim % 8`).
+    pub fn new(cfg: &ModelConfig, device: &Device) -> Self {
         let c = cfg.embed_dim;
         let lif = |n: &str| cfg.neuron.init(format!("patch_embed.{n}"), device);
         Self {
@@ -74,7 +77,14 @@ impl SdtSps {
     }
 
     /// `[T, B, C_in, H, W]` → real-valued tokens `[T, B, C, H', W']`.
-    pub fn forward(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<5> {
+    ///
+    /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<5> {
         let stages = [
             (&self.proj_conv, &self.proj_bn, &self.proj_lif),
             (&self.proj_conv1, &self.proj_bn1, &self.proj_lif1),
@@ -83,7 +93,7 @@ impl SdtSps {
         let mut x = x;
         for (i, (conv, bn, lif)) in stages.into_iter().enumerate() {
             x = merged(x, |z| bn.forward(conv.forward(z)));
-            x = lif.forward(x, m);
+            x = lif.forward_monitored(x, m);
             if self.pooling[i] {
                 x = merged(x, max_pool_3s2);
             }
@@ -98,7 +108,7 @@ impl SdtSps {
                 y
             }
         });
-        let s = self.proj_lif3.forward(x_feat.clone(), m);
+        let s = self.proj_lif3.forward_monitored(x_feat.clone(), m);
         let rpe = merged(s, |z| self.rpe_bn.forward(self.rpe_conv.forward(z)));
         rpe + x_feat
     }
@@ -122,14 +132,41 @@ pub struct MsMlp {
 }
 
 impl MsMlp {
+    /// An MLP `dim → hidden → dim` with `neuron` LIFs; `prefix` is its module path (e.g.
+    /// `block.0.mlp`), used in firing-rate reports.
+    pub fn new(
+        dim: usize,
+        hidden: usize,
+        neuron: &NeuronConfig,
+        prefix: &str,
+        device: &Device,
+    ) -> Self {
+        let lif = |n: &str| neuron.init(format!("{prefix}.{n}"), device);
+        Self {
+            fc1_lif: lif("fc1_lif"),
+            fc1_conv: conv2d(dim, hidden, 1, true, device),
+            fc1_bn: TorchBatchNorm::new(hidden, device),
+            fc2_lif: lif("fc2_lif"),
+            fc2_conv: conv2d(hidden, dim, 1, true, device),
+            fc2_bn: TorchBatchNorm::new(dim, device),
+        }
+    }
+
     /// `x + mlp(x)`.
-    pub fn forward(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<5> {
+    ///
+    /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<5> {
         let identity = x.clone();
-        let y = self.fc1_lif.forward(x, m);
+        let y = self.fc1_lif.forward_monitored(x, m);
         let y = merged(y, |z| {
             self.fc1_bn.forward(pointwise_conv(&self.fc1_conv, z))
         });
-        let y = self.fc2_lif.forward(y, m);
+        let y = self.fc2_lif.forward_monitored(y, m);
         let y = merged(y, |z| {
             self.fc2_bn.forward(pointwise_conv(&self.fc2_conv, z))
         });
@@ -144,6 +181,39 @@ pub struct SdtBlock {
     pub attn: MsAttention,
     /// MLP (includes its residual).
     pub mlp: MsMlp,
+}
+
+impl SdtBlock {
+    /// A block of `attn`'s attention and an MLP of `attn.dim · mlp_ratio` hidden channels with
+    /// `attn.neuron` LIFs; `prefix` is its module path (e.g. `block.0`).
+    pub fn new(
+        attn: &MsAttentionConfig,
+        mlp_ratio: usize,
+        prefix: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            attn: attn.init(&format!("{prefix}.attn"), device)?,
+            mlp: MsMlp::new(
+                attn.dim,
+                attn.dim * mlp_ratio,
+                &attn.neuron,
+                &format!("{prefix}.mlp"),
+                device,
+            ),
+        })
+    }
+
+    /// Attention then MLP, each with its residual: `[T, B, C, H, W]` → the same shape.
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<5> {
+        let x = self.attn.forward_monitored(x, m);
+        self.mlp.forward_monitored(x, m)
+    }
 }
 
 /// The Spike-driven Transformer.
@@ -182,15 +252,7 @@ impl Sdt {
                 sdsa_pool_q: cfg.sdsa_pool_q,
             }
             .init(&format!("{p}.attn"), device)?;
-            let lif = |n: &str| cfg.neuron.init(format!("{p}.mlp.{n}"), device);
-            let mlp = MsMlp {
-                fc1_lif: lif("fc1_lif"),
-                fc1_conv: conv2d(c, hidden, 1, true, device),
-                fc1_bn: TorchBatchNorm::new(hidden, device),
-                fc2_lif: lif("fc2_lif"),
-                fc2_conv: conv2d(hidden, c, 1, true, device),
-                fc2_bn: TorchBatchNorm::new(c, device),
-            };
+            let mlp = MsMlp::new(c, hidden, &cfg.neuron, &format!("{p}.mlp"), device);
             block.push(SdtBlock { attn, mlp });
         }
         Ok(Self {
@@ -202,15 +264,21 @@ impl Sdt {
     }
 
     /// `[T, B, C_in, H, W]` → per-timestep logits `[T, B, K]`.
-    pub fn forward_time(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<3> {
-        let mut x = self.patch_embed.forward(x, m);
+    ///
+    /// Records nothing: [`Self::forward_time_monitored`] also records the firing statistics.
+    pub fn forward_time(&self, x: Tensor<5>) -> Tensor<3> {
+        self.forward_time_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward_time`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_time_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<3> {
+        let mut x = self.patch_embed.forward_monitored(x, m);
         for blk in &self.block {
-            x = blk.attn.forward(x, m);
-            x = blk.mlp.forward(x, m);
+            x = blk.forward_monitored(x, m);
         }
         let [t, b, c, h, w] = x.dims();
         let feat: Tensor<3> = x.reshape([t, b, c, h * w]).mean_dim(3).reshape([t, b, c]);
-        let s = self.head_lif.forward(feat, m);
+        let s = self.head_lif.forward_monitored(feat, m);
         self.head.forward(s)
     }
 }

@@ -77,7 +77,14 @@ impl SpikformerSps {
     }
 
     /// `[T, B, C_in, H, W]` → tokens `[T, B, N, C]` with values in {0, 1, 2}.
-    pub fn forward(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<4> {
+    ///
+    /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<4> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<4> {
         let stages = [
             (&self.proj_conv, &self.proj_bn, &self.proj_lif),
             (&self.proj_conv1, &self.proj_bn1, &self.proj_lif1),
@@ -87,14 +94,14 @@ impl SpikformerSps {
         let mut x = x;
         for (i, (conv, bn, lif)) in stages.into_iter().enumerate() {
             x = merged(x, |z| bn.forward(conv.forward(z)));
-            x = lif.forward(x, m);
+            x = lif.forward_monitored(x, m);
             if self.pooling[i] {
                 x = merged(x, max_pool_3s2);
             }
         }
         let x_feat = x.clone();
         let r = merged(x, |z| self.rpe_bn.forward(self.rpe_conv.forward(z)));
-        let r = self.rpe_lif.forward(r, m);
+        let r = self.rpe_lif.forward_monitored(r, m);
         let x = r + x_feat;
         let [t, b, c, h, w] = x.dims();
         x.reshape([t, b, c, h * w]).swap_dims(2, 3)
@@ -120,12 +127,19 @@ pub struct SpikformerMlp {
 
 impl SpikformerMlp {
     /// The MLP branch (no residual).
-    pub fn forward(&self, x: Tensor<4>, m: &mut Monitor) -> Tensor<4> {
+    ///
+    /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored(&self, x: Tensor<4>, m: &mut Monitor) -> Tensor<4> {
         let y = self
             .fc1_lif
-            .forward(linear_bn_tokens(&self.fc1_linear, &self.fc1_bn, x), m);
+            .forward_monitored(linear_bn_tokens(&self.fc1_linear, &self.fc1_bn, x), m);
         self.fc2_lif
-            .forward(linear_bn_tokens(&self.fc2_linear, &self.fc2_bn, y), m)
+            .forward_monitored(linear_bn_tokens(&self.fc2_linear, &self.fc2_bn, y), m)
     }
 }
 
@@ -203,24 +217,38 @@ impl Spikformer {
 
     /// Features `[T, B, C]` (mean over tokens of the last block's output).
     pub fn features(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<3> {
-        let mut x = self.patch_embed.forward(x, m);
+        let mut x = self.patch_embed.forward_monitored(x, m);
         for blk in &self.block {
-            x = x.clone() + blk.attn.forward(x, m);
-            x = x.clone() + blk.mlp.forward(x, m);
+            x = x.clone() + blk.attn.forward_monitored(x, m);
+            x = x.clone() + blk.mlp.forward_monitored(x, m);
         }
         let [t, b, _, c] = x.dims();
         x.mean_dim(2).reshape([t, b, c])
     }
 
     /// Logits `[B, K]`: head on the mean over T (the reference's order).
-    pub fn forward_mean(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<2> {
+    ///
+    /// Records nothing: [`Self::forward_mean_monitored`] also records the firing statistics.
+    pub fn forward_mean(&self, x: Tensor<5>) -> Tensor<2> {
+        self.forward_mean_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward_mean`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_mean_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<2> {
         let f = self.features(x, m);
         let [_, b, c] = f.dims();
         self.head.forward(f.mean_dim(0).reshape([b, c]))
     }
 
     /// Per-timestep logits `[T, B, K]` (for TET).
-    pub fn forward_time(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<3> {
+    ///
+    /// Records nothing: [`Self::forward_time_monitored`] also records the firing statistics.
+    pub fn forward_time(&self, x: Tensor<5>) -> Tensor<3> {
+        self.forward_time_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward_time`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_time_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<3> {
         self.head.forward(self.features(x, m))
     }
 }

@@ -124,7 +124,12 @@ fn forward_meta(x: &TensorSpec, _k: &TensorSpec, _spec: &LifSpec) -> (TensorSpec
 
 /// The fused multi-step neuron as a backend extension. Tensors are `[T, M]` (time first, any
 /// number of neurons), `k` is a one-element tensor (PLIF's `sigmoid(w)`, unused otherwise).
-#[backend_extension(Flex, Cube, Fusion, Autodiff)]
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    Cube: cfg(feature = "wgpu"),
+    Fusion: cfg(feature = "wgpu"),
+    Autodiff
+)]
 pub trait FusedLifOps: Backend {
     /// The spikes, nothing saved (inference, or the autodiff wrapper when nothing is tracked).
     #[fusion(dtype = x, shape = x)]
@@ -153,7 +158,9 @@ pub trait FusedLifOps: Backend {
 pub fn fused_supported<const D: usize>(x: &Tensor<D>) -> bool {
     fn kind_supported(kind: &DispatchTensorKind) -> bool {
         match kind {
+            #[cfg(feature = "flex")]
             DispatchTensorKind::Flex(_) => true,
+            #[cfg(feature = "wgpu")]
             DispatchTensorKind::Cube(_) => true,
             DispatchTensorKind::Autodiff(inner) => kind_supported(inner),
             #[allow(unreachable_patterns)]
@@ -575,6 +582,7 @@ fn run_backward_blocks(a: &Bwd, spec: &LifSpec) {
     }
 }
 
+#[cfg(feature = "flex")]
 mod flex_impl {
     use super::*;
     use burn::backend::Flex;
@@ -683,6 +691,7 @@ mod flex_impl {
     }
 }
 
+#[cfg(feature = "wgpu")]
 mod cube_impl {
     use super::*;
     use burn::tensor::DType;

@@ -3,7 +3,7 @@
 //! Every neuron takes a `[T, ...]` tensor whose dimension 0 is time, starts from a zero membrane
 //! at every call and returns the spikes with the input's shape. The state lives only inside one
 //! forward call, so there is nothing to reset between batches and no way to mix the time and
-//! batch axes. The equations follow spikingjelly 0.0.0.0.12 `MultiStepLIFNode` exactly (spec §1):
+//! batch axes. The equations follow spikingjelly 0.0.0.0.12 `MultiStepLIFNode` exactly:
 //!
 //! - charge (decay_input, v_reset = 0): `h = v + (x − v) / tau`
 //! - fire: `s = Θ(h − v_th)` with `Θ(0) = 1` (a membrane exactly at the threshold fires)
@@ -224,7 +224,18 @@ impl MultiStepNeuron {
     }
 
     /// Run the neuron over dimension 0 of `x` and return the spikes (same shape).
-    pub fn forward<const D: usize>(&self, x: Tensor<D>, monitor: &mut Monitor) -> Tensor<D> {
+    ///
+    /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_monitored(x, &mut Monitor::disabled())
+    }
+
+    /// As [`Self::forward`], recording each spiking layer's firing statistics in the monitor.
+    pub fn forward_monitored<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        monitor: &mut Monitor,
+    ) -> Tensor<D> {
         let dims = x.dims();
         let spikes = self.forward_flat(x.reshape([dims[0] as i64, -1]));
         let out: Tensor<D> = spikes.reshape(dims);

@@ -1,4 +1,4 @@
-//! timm 0.6.12 `Lamb` (spec §4.1): Adam moments with bias correction and grad averaging, global
+//! timm 0.6.12 `Lamb`, as the reference's ImageNet recipes use it: Adam moments with bias correction and grad averaging, global
 //! gradient-norm clipping to `max_grad_norm` inside the step, decoupled weight decay added to the
 //! update, and the trust ratio `‖w‖/‖update‖` applied only to parameters with weight decay.
 
