@@ -6,9 +6,11 @@ use statten_train::dist::Collective;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand, ValueEnum};
 use statten::device::DeviceName;
 use statten::parity::{run_parity, ParityOptions};
+use statten::recipes::{self, ConfigSource};
 use statten_core::models::{ModelConfig, PRESETS};
 use statten_data::cifar::Split;
 use statten_data::config::DatasetName;
@@ -67,17 +69,26 @@ enum Command {
         /// Batch size of the training-step workloads.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
         batch: u64,
-        /// Workloads to run, comma-separated: lif (fused), lif-composite, core, block, train.
-        #[arg(long, default_value = "lif,lif-composite,core,block,train", value_delimiter = ',',
-              value_parser = ["lif", "lif-composite", "lif-batched", "core", "block", "train"])]
-        only: Vec<String>,
+        /// Workloads to run, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            default_value = "lif,lif-composite,core,block,train",
+            value_delimiter = ','
+        )]
+        only: Vec<Workload>,
         /// Training-throughput mode: one training step of this preset (see `statten model
         /// presets`) at --batch, repeated --iters times; prints images/s and peak memory.
         #[arg(long, value_name = "PRESET")]
         train: Option<String>,
         /// With --train: override a model key of the preset, e.g. `--set model.chunk_size=2`.
-        #[arg(long = "set", value_name = "model.KEY=VALUE", requires = "train")]
+        #[arg(long = "set", value_name = "model.KEY=VALUE")]
         sets: Vec<String>,
+        /// All-reduce mode (under `mpirun`, built with `--features mpi`): time the per-step
+        /// gradient all-reduce of this preset's parameters (one flat f32 buffer, as `train`
+        /// does) over the ranks; prints the bytes and the median time.
+        #[arg(long, value_name = "PRESET", conflicts_with = "train")]
+        allreduce: Option<String>,
         /// CPU threads (default: RAYON_NUM_THREADS, else all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -86,7 +97,8 @@ enum Command {
     /// summary.csv, metrics.jsonl, curves.png, energy.json and resumable checkpoints in the run
     /// directory.
     Train {
-        /// The run config (e.g. configs/quickstart.toml).
+        /// The run config: a TOML file, or the name of a shipped recipe (`statten configs`
+        /// lists them; a file of that name wins).
         #[arg(long)]
         config: PathBuf,
         /// Override any config key, e.g. `--set train.epochs=10 --set optimizer.lr=1e-3`.
@@ -111,29 +123,48 @@ enum Command {
         /// continues from its step.
         #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "CKPT")]
         resume: Option<String>,
+        /// Resume the run in --output when it has a checkpoint, start it there otherwise (for
+        /// job scripts that are resubmitted or requeued).
+        #[arg(long, requires = "output", conflicts_with_all = ["resume", "overwrite"])]
+        auto_resume: bool,
         /// Replace the run in --output (its config, metrics, plots and checkpoints) instead of
         /// refusing to write into it.
         #[arg(long, conflicts_with = "resume")]
         overwrite: bool,
         /// Resume with a config that differs from the one the checkpoint was written with.
-        #[arg(long, requires = "resume")]
-        allow_config_change: bool,
-        /// No progress bars or per-epoch lines.
         #[arg(long)]
+        allow_config_change: bool,
+        /// Print the resolved config, the model summary and the datasets it would read, then
+        /// exit without training.
+        #[arg(long)]
+        dry_run: bool,
+        /// No progress bars or per-epoch lines.
+        #[arg(long, conflicts_with = "verbose")]
         quiet: bool,
+        /// Also print the per-layer firing-rate table after every evaluation (by default it
+        /// is printed once, at the end of the run).
+        #[arg(long)]
+        verbose: bool,
         /// CPU threads (default: RAYON_NUM_THREADS, else all cores).
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Evaluate a checkpoint (a statten checkpoint or reference weights) on the test split:
-    /// loss, top-1/top-5 and the energy report.
+    /// Evaluate a checkpoint (a statten checkpoint or reference weights) on a split of its
+    /// dataset (eval transforms): loss, top-1/top-5 and the energy report.
     Eval {
         /// Checkpoint (.safetensors from `statten train`, or reference weights .safetensors/.pth).
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Run config; default: the config stored in a statten checkpoint.
+        /// Run config (a file or a recipe name); default: the config stored in a statten
+        /// checkpoint.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The split to evaluate.
+        #[arg(long, value_enum, default_value = "test")]
+        split: SplitArg,
+        /// Print the result as one JSON object (loss, top-1, top-5, energy report) instead.
+        #[arg(long)]
+        json: bool,
         /// Override config keys.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
@@ -147,11 +178,26 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// List the shipped run configs with one line each.
+    /// The shipped recipes (compiled in): one line each, or `configs show NAME` for one.
     Configs {
-        /// Folder of configs.
-        #[arg(long, default_value = "configs")]
-        dir: PathBuf,
+        #[command(subcommand)]
+        command: Option<ConfigsCommand>,
+        /// List the TOML files of this folder instead of the compiled-in recipes.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Draw the learning curves of one or more runs into one PNG (loss, top-1/top-5, learning
+    /// rate), e.g. to compare STAtten with SDSA.
+    Plot {
+        /// Run directories (each with a summary.csv).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The PNG to write.
+        #[arg(long, default_value = "curves.png")]
+        out: PathBuf,
+        /// The plot's title (default: the run names).
+        #[arg(long)]
+        title: Option<String>,
     },
     /// Dataset tools: inspect a dataset folder, turn an event recording into frames.
     Data {
@@ -166,19 +212,92 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigsCommand {
+    /// Print a recipe's TOML.
+    Show {
+        /// The recipe's name (e.g. cifar10-2-512).
+        name: String,
+    },
+}
+
+/// `bench --only` workloads.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Fused LIF forward + backward.
+    Lif,
+    /// The composite (per-step autodiff) LIF.
+    LifComposite,
+    /// The LIF over all steps at once.
+    LifBatched,
+    /// The attention core.
+    Core,
+    /// One STAtten block.
+    Block,
+    /// One CIFAR-10 2-512 training step.
+    Train,
+}
+
+/// A dataset split.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SplitArg {
+    /// The training split.
+    Train,
+    /// The test (validation) split.
+    #[value(alias = "val")]
+    Test,
+}
+
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Train => Split::Train,
+            SplitArg::Test => Split::Test,
+        }
+    }
+}
+
+/// Frame resize interpolation.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InterpArg {
+    /// Bilinear (the CIFAR10-DVS reference).
+    Bilinear,
+    /// Nearest (the N-Caltech101 reference).
+    Nearest,
+}
+
+impl From<InterpArg> for Interp {
+    fn from(s: InterpArg) -> Self {
+        match s {
+            InterpArg::Bilinear => Interp::Bilinear,
+            InterpArg::Nearest => Interp::Nearest,
+        }
+    }
+}
+
+/// A value parser that lists `values` in `--help` and parses the chosen one with `FromStr`.
+fn listed<T>(values: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    PossibleValuesParser::new(values).map(|s| s.parse::<T>().expect("a listed value parses"))
+}
+
+#[derive(Subcommand)]
 enum DataCommand {
     /// Counts per split and class, sample shape, and value statistics of a few samples (eval
     /// pipeline).
     Inspect {
-        /// cifar10, cifar100, imagenet, cifar10-dvs, ncaltech101, fashion-mnist or mnist.
-        #[arg(long)]
+        /// The dataset.
+        #[arg(long, value_parser = listed::<DatasetName>(&["cifar10", "cifar100", "imagenet",
+              "cifar10-dvs", "ncaltech101", "fashion-mnist", "mnist"]))]
         dataset: DatasetName,
         /// The dataset folder (Fashion-MNIST: default /usr/share/datasets/fashion-mnist).
         #[arg(long)]
         root: Option<PathBuf>,
-        /// train or test.
-        #[arg(long, default_value = "train", value_parser = parse_split)]
-        split: Split,
+        /// The split.
+        #[arg(long, value_enum, default_value = "train")]
+        split: SplitArg,
         /// Samples whose statistics are printed.
         #[arg(long, default_value_t = 3)]
         samples: usize,
@@ -191,7 +310,7 @@ enum DataCommand {
     /// AEDAT 2.0, 180×240 for N-Caltech101).
     Frames {
         /// aedat2 (CIFAR10-DVS) or ncaltech (N-Caltech101, N-MNIST).
-        #[arg(long)]
+        #[arg(long, value_parser = listed::<EventFormat>(&["aedat2", "ncaltech"]))]
         format: EventFormat,
         /// The recording.
         #[arg(long)]
@@ -199,15 +318,15 @@ enum DataCommand {
         /// Number of frames T.
         #[arg(long)]
         time_steps: usize,
-        /// number or time.
-        #[arg(long, default_value = "number")]
+        /// Split the events into T frames by event count or by time.
+        #[arg(long, default_value = "number", value_parser = listed::<SplitBy>(&["number", "time"]))]
         split_by: SplitBy,
         /// Resize every frame to H W.
         #[arg(long, num_args = 2, value_names = ["H", "W"])]
         resize: Option<Vec<usize>>,
-        /// Resize interpolation: bilinear (CIFAR10-DVS reference) or nearest (N-Caltech101).
-        #[arg(long, default_value = "bilinear", value_parser = parse_interp)]
-        interp: Interp,
+        /// Resize interpolation.
+        #[arg(long, value_enum, default_value = "bilinear")]
+        interp: InterpArg,
         /// Give empty frames for empty split_by=time windows instead of failing as SpikingJelly.
         #[arg(long)]
         allow_empty_windows: bool,
@@ -215,22 +334,6 @@ enum DataCommand {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-fn parse_split(s: &str) -> Result<Split, String> {
-    match s {
-        "train" => Ok(Split::Train),
-        "test" | "val" => Ok(Split::Test),
-        o => Err(format!("unknown split `{o}` (train or test)")),
-    }
-}
-
-fn parse_interp(s: &str) -> Result<Interp, String> {
-    match s {
-        "bilinear" => Ok(Interp::Bilinear),
-        "nearest" => Ok(Interp::Nearest),
-        o => Err(format!("unknown interpolation `{o}` (bilinear or nearest)")),
-    }
 }
 
 fn apply_cli_overrides(cfg: &mut RunConfig, device: Option<DeviceName>, data_dir: Option<PathBuf>) {
@@ -242,11 +345,8 @@ fn apply_cli_overrides(cfg: &mut RunConfig, device: Option<DeviceName>, data_dir
     }
 }
 
-fn fresh_output(config: &std::path::Path) -> PathBuf {
-    let stem = config
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "run".into());
+fn fresh_output(config: &ConfigSource) -> PathBuf {
+    let stem = config.stem();
     let base = PathBuf::from("runs").join(&stem);
     if !RunDir::holds_run(&base) {
         return base;
@@ -259,11 +359,8 @@ fn fresh_output(config: &std::path::Path) -> PathBuf {
 
 /// The newest run of `config` under runs/ (`runs/<stem>` or `runs/<stem>-N`) that has a last
 /// checkpoint, by the checkpoint's modification time.
-fn newest_run(config: &std::path::Path) -> Result<PathBuf, String> {
-    let stem = config
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "run".into());
+fn newest_run(config: &ConfigSource) -> Result<PathBuf, String> {
+    let stem = config.stem();
     let runs = PathBuf::from("runs");
     let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
     for e in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
@@ -283,7 +380,7 @@ fn newest_run(config: &std::path::Path) -> Result<PathBuf, String> {
         format!(
             "--resume: no run of {} with a checkpoint under {}/ (give --output RUN_DIR or a \
              checkpoint path)",
-            config.display(),
+            config,
             runs.display()
         )
     })
@@ -292,6 +389,9 @@ fn newest_run(config: &std::path::Path) -> Result<PathBuf, String> {
 /// The `train` command's arguments.
 struct TrainArgs {
     config: PathBuf,
+    auto_resume: bool,
+    dry_run: bool,
+    verbose: bool,
     sets: Vec<String>,
     device: Option<DeviceName>,
     devices: Vec<usize>,
@@ -357,6 +457,9 @@ fn mpi_world() -> Result<Option<Rc<dyn Collective>>, String> {
 fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
     let TrainArgs {
         config,
+        auto_resume,
+        dry_run,
+        verbose,
         sets,
         device,
         devices,
@@ -371,7 +474,8 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
     let rank = world.as_ref().map_or(0, |w| w.rank());
     // Rank 0 alone prints; the others train quietly.
     let quiet = quiet || rank > 0;
-    let mut cfg = RunConfig::load(&config, &sets)?;
+    let source = recipes::resolve(&config)?;
+    let mut cfg = source.load(&sets)?;
     apply_cli_overrides(&mut cfg, device, data_dir);
     if let Some(w) = &world {
         // `--device wgpu` without an index: each rank takes the GPU of its local rank.
@@ -385,18 +489,29 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
             .map(|i| format!("{}:{i}", cfg.train.device))
             .collect();
     }
+    if dry_run {
+        return dry_run_report(&source, &cfg).map(|_| None);
+    }
+    // --auto-resume: continue the run in --output when it has a checkpoint.
+    let resume = match (auto_resume, &output) {
+        (true, Some(o)) if RunDir::at(o).last_checkpoint().is_file() => Some(PathBuf::new()),
+        _ => resume,
+    };
     let bare_resume = resume.as_ref().is_some_and(|r| r.as_os_str().is_empty());
     let output = match (&output, &resume) {
         (Some(o), _) => o.clone(),
-        (None, Some(_)) if bare_resume => newest_run(&config)?,
+        (None, Some(_)) if bare_resume => newest_run(&source)?,
         (None, Some(r)) => r
             .parent()
             .and_then(|p| p.parent())
             .map(|p| p.to_path_buf())
             .filter(|p| RunDir::at(p).last_checkpoint().exists())
-            .unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default())),
-        (None, None) => fresh_output(&config),
+            .unwrap_or_else(|| PathBuf::from("runs").join(source.stem())),
+        (None, None) => fresh_output(&source),
     };
+    if allow_config_change && resume.is_none() {
+        return Err("--allow-config-change applies to a resumed run: give --resume".into());
+    }
     // Every rank writes to (and resumes from) rank 0's choice.
     let output = match &world {
         Some(w) => PathBuf::from(broadcast_string(&**w, &output.to_string_lossy())),
@@ -437,6 +552,7 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
         resume,
         progress: !quiet,
         verbose: !quiet,
+        energy_table_each_eval: verbose && !quiet,
         overwrite,
         allow_config_change,
         stop: Some(statten::signals::install()),
@@ -482,32 +598,133 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
     Ok(None)
 }
 
-fn run_eval(
+/// `statten eval`'s arguments.
+struct EvalArgs {
     checkpoint: PathBuf,
     config: Option<PathBuf>,
+    split: SplitArg,
+    json: bool,
     sets: Vec<String>,
     device: Option<DeviceName>,
     data_dir: Option<PathBuf>,
-) -> Result<(), String> {
-    let mut cfg = match config {
-        Some(c) => RunConfig::load(&c, &sets)?,
+}
+
+fn run_eval(a: EvalArgs) -> Result<(), String> {
+    let mut cfg = match &a.config {
+        Some(c) => recipes::resolve(c)?.load(&a.sets)?,
         None => {
-            let meta = statten_train::checkpoint::read_meta(&checkpoint)
+            let meta = statten_train::checkpoint::read_meta(&a.checkpoint)
                 .map_err(|e| format!("{e} (give --config for reference weights)"))?;
-            RunConfig::parse(&meta.config, &sets)?
+            RunConfig::parse(&meta.config, &a.sets)?
         }
     };
-    apply_cli_overrides(&mut cfg, device, data_dir);
-    let (ev, rep) = eval_checkpoint(&cfg, &checkpoint)?;
-    println!(
-        "eval loss {:.4}  top-1 {:.2} %  top-5 {:.2} %",
-        ev.loss, ev.top1, ev.top5
-    );
-    print!("{}", rep.table());
+    apply_cli_overrides(&mut cfg, a.device, a.data_dir);
+    let (ev, rep) = eval_checkpoint(&cfg, &a.checkpoint, a.split.into(), !a.json)?;
+    let split = a
+        .split
+        .to_possible_value()
+        .map(|v| v.get_name().to_string());
+    if a.json {
+        let v = serde_json::json!({
+            "checkpoint": a.checkpoint.display().to_string(),
+            "split": split,
+            "loss": ev.loss,
+            "top1": ev.top1,
+            "top5": ev.top5,
+            "energy": rep,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} split: eval loss {:.4}  top-1 {:.2} %  top-5 {:.2} %",
+            split.unwrap_or_default(),
+            ev.loss,
+            ev.top1,
+            ev.top5
+        );
+        print!("{}", rep.table());
+    }
     Ok(())
 }
 
-fn run_configs(dir: PathBuf) -> Result<(), String> {
+/// `train --dry-run`: the resolved config, the model and the datasets a run would use.
+fn dry_run_report(source: &ConfigSource, cfg: &RunConfig) -> Result<(), String> {
+    println!("# {source}, resolved");
+    print!("{}", cfg.to_toml());
+    println!();
+    model_info(&cfg.model)?;
+    let root = cfg
+        .data
+        .resolved_root()
+        .map(|r| r.display().to_string())
+        .map_err(|e| e.to_string())?;
+    println!("dataset           {:?} from {root}", cfg.data.dataset);
+    for split in [Split::Train, Split::Test] {
+        let ds = cfg
+            .data
+            .build(split, cfg.model.time_steps)
+            .map_err(|e| format!("dry run: {e}"))?;
+        let batches = match split {
+            // Under mixup the last incomplete batch is dropped (mixup pairs samples).
+            Split::Train if cfg.mixup().active() => ds.len() / cfg.train.batch_size.max(1),
+            Split::Train => ds.len().div_ceil(cfg.train.batch_size.max(1)),
+            Split::Test => ds.len().div_ceil(
+                match cfg.train.eval_batch_size {
+                    0 => cfg.train.batch_size,
+                    b => b,
+                }
+                .max(1),
+            ),
+        };
+        println!(
+            "{:<17} {} samples, {} batches",
+            format!("{split:?} split"),
+            ds.len(),
+            batches
+        );
+    }
+    println!(
+        "run               {} epochs, global batch {}{}, {:?} lr {:e}, device {}",
+        cfg.total_epochs(),
+        cfg.train.batch_size,
+        if cfg.train.micro_batch > 0 {
+            format!(" in micro-batches of {}", cfg.train.micro_batch)
+        } else {
+            String::new()
+        },
+        cfg.optimizer.kind,
+        cfg.optimizer.lr,
+        if cfg.train.devices.is_empty() {
+            cfg.train.device.clone()
+        } else {
+            cfg.train.devices.join(",")
+        }
+    );
+    println!("dry run: nothing was trained or written");
+    Ok(())
+}
+
+/// Write `line` to stdout; false when the pipe is closed (`statten configs | head`).
+fn out_line(line: &str) -> bool {
+    use std::io::Write;
+    let mut o = std::io::stdout();
+    o.write_all(line.as_bytes()).is_ok() && o.write_all(b"\n").is_ok()
+}
+
+fn run_configs(dir: Option<PathBuf>, command: Option<ConfigsCommand>) -> Result<(), String> {
+    if let Some(ConfigsCommand::Show { name }) = command {
+        let src = recipes::resolve(std::path::Path::new(&name))?;
+        print!("{}", src.text()?);
+        return Ok(());
+    }
+    let Some(dir) = dir else {
+        for (name, text) in recipes::RECIPES {
+            if !out_line(&format!("{name:<36} {}", recipes::describe(text))) {
+                break;
+            }
+        }
+        return Ok(());
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -516,15 +733,7 @@ fn run_configs(dir: PathBuf) -> Result<(), String> {
     files.sort();
     for f in files {
         let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let desc = text
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_start_matches('#')
-            .trim();
-        // A closed pipe (`statten configs | head`) ends the listing quietly.
-        let line = format!("{:<44} {desc}\n", f.display());
-        if std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes()).is_err() {
+        if !out_line(&format!("{:<44} {}", f.display(), recipes::describe(&text))) {
             break;
         }
     }
@@ -552,7 +761,7 @@ fn run_data(command: DataCommand) -> Result<String, String> {
                     ))
                 }
             };
-            statten::data_cli::inspect(dataset, &root, split, samples, time_steps)
+            statten::data_cli::inspect(dataset, &root, split.into(), samples, time_steps)
         }
         DataCommand::Frames {
             format,
@@ -569,7 +778,7 @@ fn run_data(command: DataCommand) -> Result<String, String> {
                 time_steps,
                 split_by,
                 resize: resize.map(|v| (v[0], v[1])),
-                interp,
+                interp: interp.into(),
                 allow_empty_windows,
             };
             statten::data_cli::frames(&input, &out, &o)
@@ -683,7 +892,7 @@ fn median_ms(it: &mut statten::bench::Iteration, warmup: u64, iters: u64) -> f64
     times[times.len() / 2]
 }
 
-fn run_bench(devices: &[DeviceName], iters: u64, warmup: u64, batch: usize, only: &[String]) {
+fn run_bench(devices: &[DeviceName], iters: u64, warmup: u64, batch: usize, only: &[Workload]) {
     use statten::bench::{self, LifForm};
     println!(
         "threads {} (CPU backends)\n{:<28} {:<8} {:>12} {:>12}",
@@ -696,8 +905,8 @@ fn run_bench(devices: &[DeviceName], iters: u64, warmup: u64, batch: usize, only
     for dev_name in devices {
         let dev = dev_name.device();
         let mut workloads: Vec<(String, Option<usize>, bench::Iteration)> = Vec::new();
-        let want = |k: &str| only.iter().any(|o| o == k);
-        if want("lif") {
+        let want = |k: Workload| only.contains(&k);
+        if want(Workload::Lif) {
             let form = if dev_name.has_fused_lif() {
                 LifForm::Fused
             } else {
@@ -705,35 +914,35 @@ fn run_bench(devices: &[DeviceName], iters: u64, warmup: u64, batch: usize, only
             };
             workloads.push(("lif_fwd_bwd".into(), None, bench::lif(&dev, form)));
         }
-        if want("lif-composite") {
+        if want(Workload::LifComposite) {
             workloads.push((
                 "lif_fwd_bwd_composite".into(),
                 None,
                 bench::lif(&dev, LifForm::PerStep),
             ));
         }
-        if want("lif-batched") {
+        if want(Workload::LifBatched) {
             workloads.push((
                 "lif_fwd_bwd_batched".into(),
                 None,
                 bench::lif(&dev, LifForm::Batched),
             ));
         }
-        if want("core") {
+        if want(Workload::Core) {
             workloads.push((
                 "attention_core_fwd_bwd".into(),
                 None,
                 bench::attention_core(&dev),
             ));
         }
-        if want("block") {
+        if want(Workload::Block) {
             workloads.push((
                 "statten_block_fwd_bwd".into(),
                 None,
                 bench::statten_block(&dev),
             ));
         }
-        if want("train") {
+        if want(Workload::Train) {
             workloads.push((
                 format!("train_step_2_512_b{batch}"),
                 Some(batch),
@@ -785,6 +994,48 @@ fn run_bench_train(
     Ok(())
 }
 
+/// `bench --allreduce`: the gradient all-reduce of `preset` over the MPI ranks.
+fn run_bench_allreduce(
+    preset: &str,
+    sets: &[String],
+    iters: u64,
+    warmup: u64,
+) -> Result<(), String> {
+    let cfg = statten_train::config::model_with_sets(preset, sets)
+        .map_err(|e| format!("--allreduce: {e}"))?;
+    let model = cfg
+        .init(&burn::tensor::Device::flex())
+        .map_err(|e| e.to_string())?;
+    let params = statten_core::models::parameter_count(&model);
+    let Some(world) = mpi_world()? else {
+        return Err(
+            "--allreduce needs several MPI ranks: run it under `mpirun -np N` (a \
+                    statten built with --features mpi)"
+                .into(),
+        );
+    };
+    let mut buf = vec![1e-3f32; params];
+    let w = world.clone();
+    let mut once: statten::bench::Iteration = Box::new(move || {
+        w.all_reduce_sum_f32(&mut buf);
+        // Keep the values bounded (the sums grow by a factor of the ranks each call).
+        let r = w.size() as f32;
+        buf.iter_mut().for_each(|v| *v /= r);
+        buf[0]
+    });
+    let med = median_ms(&mut once, warmup, iters);
+    if world.rank() == 0 {
+        println!(
+            "all-reduce {preset}: {params} parameters = {:.1} MB f32 over {} ranks: {med:.2} ms \
+             median of {iters} ({:.2} GB/s algorithmic)",
+            params as f64 * 4.0 / 1e6,
+            world.size(),
+            params as f64 * 4.0 / (med * 1e-3) / 1e9
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     statten::threads::tune_allocator();
     let cli = Cli::parse();
@@ -827,11 +1078,25 @@ fn main() -> ExitCode {
             only,
             train,
             sets,
+            allreduce,
             threads,
         } => {
             if let Err(e) = statten::threads::configure(threads) {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
+            }
+            if !sets.is_empty() && train.is_none() && allreduce.is_none() {
+                eprintln!("error: --set applies to --train or --allreduce");
+                return ExitCode::FAILURE;
+            }
+            if let Some(preset) = allreduce {
+                return match run_bench_allreduce(&preset, &sets, iters, warmup) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
             }
             let batch = batch as usize;
             match train {
@@ -858,9 +1123,12 @@ fn main() -> ExitCode {
             data_dir,
             output,
             resume,
+            auto_resume,
             overwrite,
             allow_config_change,
+            dry_run,
             quiet,
+            verbose,
             threads,
         } => {
             let world = match mpi_world() {
@@ -874,6 +1142,9 @@ fn main() -> ExitCode {
             let r = statten::threads::configure(threads).and_then(|_| {
                 run_train(TrainArgs {
                     config,
+                    auto_resume,
+                    dry_run,
+                    verbose,
                     sets,
                     device,
                     devices,
@@ -905,26 +1176,48 @@ fn main() -> ExitCode {
         Command::Eval {
             checkpoint,
             config,
+            split,
+            json,
             sets,
             device,
             data_dir,
             threads,
-        } => match statten::threads::configure(threads)
-            .and_then(|_| run_eval(checkpoint, config, sets, device, data_dir))
-        {
+        } => match statten::threads::configure(threads).and_then(|_| {
+            run_eval(EvalArgs {
+                checkpoint,
+                config,
+                split,
+                json,
+                sets,
+                device,
+                data_dir,
+            })
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         },
-        Command::Configs { dir } => match run_configs(dir) {
+        Command::Configs { dir, command } => match run_configs(dir, command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         },
+        Command::Plot { runs, out, title } => {
+            match statten_train::plot::plot_runs(&runs, &out, title.as_deref()) {
+                Ok(()) => {
+                    println!("wrote {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Data { command } => match run_data(command) {
             Ok(s) => {
                 print!("{s}");

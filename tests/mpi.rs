@@ -1,6 +1,7 @@
 //! MPI data parallelism (`--features mpi`; `.ci/run` installs Open MPI): `mpirun -np 2` runs
 //! the same optimization as one process with the global batch split over two devices, resumes
-//! exactly, and a rank with another config stops the whole run with an error.
+//! exactly, a rank with another config stops the whole run with an error, and a rank killed
+//! mid-run stops the others within a bounded time.
 #![cfg(feature = "mpi")]
 
 #[macro_use]
@@ -175,5 +176,90 @@ fn a_rank_with_another_config_stops_every_rank_with_an_error() {
         t0.elapsed() < Duration::from_secs(120),
         "took {:?}",
         t0.elapsed()
+    );
+}
+
+/// The pid of the `statten` process of MPI rank `rank` whose command line mentions `marker`.
+fn rank_pid(rank: usize, marker: &str) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if !cmd.contains(marker) || !cmd.contains("train") {
+            continue;
+        }
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_killed_rank_stops_the_others_within_a_bounded_time() {
+    let dir = tmp("killed");
+    let cfg = dir.join("cfg.toml");
+    std::fs::write(&cfg, CFG).unwrap();
+    let out = dir.join("run");
+    // Long enough that the ranks are still training when rank 1 dies.
+    let mut c = mpirun();
+    c.args(train_args(&cfg, &out, &["--set", "train.epochs=500"]));
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("start mpirun");
+    let marker = out.display().to_string();
+    // Wait for rank 0 to have written the run's config (setup done, every rank in the loop).
+    let t0 = Instant::now();
+    let victim = loop {
+        if out.join("config.toml").exists() {
+            if let Some(pid) = rank_pid(1, &marker) {
+                break pid;
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("mpirun ended before rank 1 could be killed: {st}");
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("rank 1 of the run was not found within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let t_kill = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t_kill.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the surviving rank still ran 60 s after rank 1 was killed (a hang)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let o = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !status.success(),
+        "mpirun succeeded after a rank was killed: {text}"
+    );
+    assert!(rank_pid(0, &marker).is_none(), "rank 0 outlived mpirun");
+    println!(
+        "stopped {:.1} s after the kill: {}",
+        t_kill.elapsed().as_secs_f64(),
+        text.lines().last().unwrap_or("")
     );
 }

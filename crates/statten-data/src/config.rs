@@ -287,8 +287,23 @@ impl DataConfig {
     /// Build a split. `train` selects the random train pipeline; `time_steps` is T for event
     /// frames.
     pub fn build(&self, split: Split, time_steps: usize) -> Result<Arc<dyn Dataset>> {
+        self.build_with(split, time_steps, split == Split::Train)
+    }
+
+    /// `split` with the evaluation pipeline (no augmentation, whichever the split), e.g. to
+    /// measure accuracy on the training set.
+    pub fn build_eval(&self, split: Split, time_steps: usize) -> Result<Arc<dyn Dataset>> {
+        self.build_with(split, time_steps, false)
+    }
+
+    fn build_with(
+        &self,
+        split: Split,
+        time_steps: usize,
+        augment: bool,
+    ) -> Result<Arc<dyn Dataset>> {
         let root = self.resolved_root()?;
-        let train = split == Split::Train;
+        let train = augment;
         let not_found = |e: DataError| {
             if e.message.contains("not found") {
                 DataError::new(
@@ -358,12 +373,16 @@ impl DataConfig {
                     split,
                     self.frame_config(time_steps),
                     self.cache(),
-                    self.event_aug,
+                    if augment {
+                        self.event_aug
+                    } else {
+                        Default::default()
+                    },
                 )
                 .map_err(not_found)?,
             ),
         };
-        let limit = if train {
+        let limit = if split == Split::Train {
             self.train_limit
         } else {
             self.test_limit
@@ -378,27 +397,43 @@ impl DataConfig {
     }
 }
 
-/// Levenshtein distance, for "did you mean" hints.
+/// Edit distance with adjacent transpositions (optimal string alignment), for "did you mean"
+/// hints: `modle` is one edit from `model`.
 pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + (ca != *cb) as usize)
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = (a[i - 1] != b[j - 1]) as usize;
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
-/// The valid key closest to `key`.
+/// The valid key closest to `key`, when it is close: at most one edit (a transposition counts
+/// one) per three characters of the longer of the two, rounded up, so that a typo gets a
+/// suggestion and an unrelated word none.
 pub fn closest<'a>(key: &str, valid: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    valid.into_iter().min_by_key(|v| edit_distance(key, v))
+    valid
+        .into_iter()
+        .map(|v| (edit_distance(key, v), v))
+        .filter(|(d, v)| *d <= key.chars().count().max(v.chars().count()).div_ceil(3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
 }
 
 /// Merge `over` onto `base` recursively; a key of `over` that `base` lacks is an error naming
@@ -517,5 +552,25 @@ mod tests {
         );
         let t: toml::Table = toml::from_str("dataset = 'cifar11'").unwrap();
         assert!(DataConfig::from_table(&t).unwrap_err().contains("cifar11"));
+        // An unrelated key gets no suggestion.
+        let t: toml::Table =
+            toml::from_str("dataset = 'cifar10'\n[transform]\nqqqqqqqqqq = 0.0").unwrap();
+        let e = DataConfig::from_table(&t).unwrap_err();
+        assert!(
+            e.contains("qqqqqqqqqq") && !e.contains("did you mean"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn suggestions_only_for_close_keys() {
+        let keys = ["hflip", "epochs", "weight_decay", "lr"];
+        assert_eq!(closest("hflp", keys), Some("hflip"));
+        assert_eq!(closest("epoch", keys), Some("epochs"));
+        assert_eq!(closest("wieght_decay", keys), Some("weight_decay"));
+        assert_eq!(closest("ab", keys), None);
+        assert_eq!(closest("lrr", keys), Some("lr"));
+        assert_eq!(closest("modle", ["model", "data"]), Some("model"));
+        assert_eq!(closest("learning_rate", keys), None);
     }
 }

@@ -1,104 +1,460 @@
-//! A small PNG of the learning curves, redrawn each epoch (`curves.png`): left panel losses
-//! (train blue, eval orange), right panel accuracy in % (train top-1 blue, eval top-1 orange,
-//! eval top-5 green); horizontal grid lines every 10 % of each panel's range. Drawn directly
-//! with `image`, without a plotting dependency; the numbers are in `summary.csv`.
+//! Learning-curve plots (`curves.png`, redrawn each epoch, and `statten plot RUN…`).
+//!
+//! Three panels under the run's name: **loss** (train, eval), **accuracy in %** (train top-1,
+//! eval top-1, eval top-5) and the **learning rate**, each with axis titles, tick numbers, a grid
+//! and a legend. Drawn with `plotters` into an RGB buffer and encoded with `image`; the text
+//! uses DejaVu Sans, bundled in the binary, so no system font is needed. When several runs are
+//! overlaid each run has its colour, and train curves are dashed, eval curves solid.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
 
-use image::{Rgb, RgbImage};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
 
 use crate::checkpoint::EpochRecord;
 
-const W: u32 = 900;
-const H: u32 = 360;
-const BLUE: Rgb<u8> = Rgb([31, 119, 180]);
-const ORANGE: Rgb<u8> = Rgb([255, 127, 14]);
-const GREEN: Rgb<u8> = Rgb([44, 160, 44]);
+const W: u32 = 1500;
+const H: u32 = 520;
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
 
-fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Rgb<u8>) {
-    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
-        for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
-            let (px, py) = (x as i64 + dx, y as i64 + dy);
-            if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
-                img.put_pixel(px as u32, py as u32, c);
+/// The per-epoch series of one run (missing values: epochs without eval).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Curves {
+    /// The run's name (legend and title).
+    pub name: String,
+    /// 1-based epoch numbers.
+    pub epoch: Vec<f64>,
+    /// Mean train loss.
+    pub train_loss: Vec<Option<f64>>,
+    /// Eval loss.
+    pub eval_loss: Vec<Option<f64>>,
+    /// Train top-1 (%).
+    pub train_top1: Vec<Option<f64>>,
+    /// Eval top-1 (%).
+    pub eval_top1: Vec<Option<f64>>,
+    /// Eval top-5 (%).
+    pub eval_top5: Vec<Option<f64>>,
+    /// Learning rate.
+    pub lr: Vec<Option<f64>>,
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+impl Curves {
+    /// From a run's history.
+    pub fn from_history(name: &str, history: &[EpochRecord]) -> Self {
+        Self {
+            name: name.to_string(),
+            epoch: history.iter().map(|r| (r.epoch + 1) as f64).collect(),
+            train_loss: history.iter().map(|r| finite(r.train_loss)).collect(),
+            eval_loss: history.iter().map(|r| finite(r.eval_loss)).collect(),
+            train_top1: history.iter().map(|r| finite(r.train_top1)).collect(),
+            eval_top1: history.iter().map(|r| finite(r.eval_top1)).collect(),
+            eval_top5: history.iter().map(|r| finite(r.eval_top5)).collect(),
+            lr: history.iter().map(|r| finite(r.lr)).collect(),
+        }
+    }
+
+    /// From a run directory's `summary.csv` (columns found by their header names; empty or
+    /// unparsable cells are missing values).
+    pub fn from_run_dir(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("summary.csv");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .ok_or_else(|| format!("{}: empty file", path.display()))?
+            .split(',')
+            .collect();
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .ok_or_else(|| format!("{}: no `{name}` column", path.display()))
+        };
+        let cols = [
+            col("epoch")?,
+            col("train_loss")?,
+            col("eval_loss")?,
+            col("train_top1")?,
+            col("eval_top1")?,
+            col("eval_top5")?,
+            col("lr")?,
+        ];
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        let mut c = Curves {
+            name,
+            ..Default::default()
+        };
+        for (i, line) in lines.enumerate() {
+            let cells: Vec<&str> = line.split(',').collect();
+            let get = |k: usize| {
+                cells
+                    .get(cols[k])
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|v| v.is_finite())
+            };
+            let epoch = get(0)
+                .ok_or_else(|| format!("{}: line {}: no epoch number", path.display(), i + 2))?;
+            c.epoch.push(epoch + 1.0);
+            c.train_loss.push(get(1));
+            c.eval_loss.push(get(2));
+            c.train_top1.push(get(3));
+            c.eval_top1.push(get(4));
+            c.eval_top5.push(get(5));
+            c.lr.push(get(6));
+        }
+        Ok(c)
+    }
+
+    fn points(&self, v: &[Option<f64>]) -> Vec<(f64, f64)> {
+        self.epoch
+            .iter()
+            .zip(v)
+            .filter_map(|(e, v)| v.map(|v| (*e, v)))
+            .collect()
+    }
+}
+
+/// Draw `history` into `path` (PNG), titled `name`; `epochs` is the planned run length (the x
+/// axis spans it, so the curves grow into the plot as the run goes).
+pub fn draw_curves(
+    history: &[EpochRecord],
+    epochs: usize,
+    name: &str,
+    path: &Path,
+) -> crate::error::Result<()> {
+    let c = Curves::from_history(name, history);
+    draw(&[c], epochs as f64, name, path).map_err(crate::error::Error::Plot)
+}
+
+/// `statten plot`: overlay the runs in `dirs` (their `summary.csv`) into `out`.
+pub fn plot_runs(dirs: &[PathBuf], out: &Path, title: Option<&str>) -> crate::error::Result<()> {
+    plot_runs_text(dirs, out, title).map_err(crate::error::Error::Plot)
+}
+
+fn plot_runs_text(dirs: &[PathBuf], out: &Path, title: Option<&str>) -> Result<(), String> {
+    let runs: Vec<Curves> = dirs
+        .iter()
+        .map(|d| Curves::from_run_dir(d))
+        .collect::<Result<_, _>>()?;
+    let epochs = runs
+        .iter()
+        .flat_map(|r| r.epoch.iter().copied())
+        .fold(1.0, f64::max);
+    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    let title = title.map_or_else(|| names.join(" vs "), str::to_string);
+    draw(&runs, epochs, &title, out)
+}
+
+/// Colours: one per series of a single run, one per run when several are overlaid.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+/// One curve of a panel.
+struct Line {
+    label: String,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+    dashed: bool,
+}
+
+fn register_font() -> Result<(), String> {
+    static ONCE: Once = Once::new();
+    let mut ok = true;
+    ONCE.call_once(|| {
+        ok = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok();
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("the bundled font could not be loaded".into())
+    }
+}
+
+/// The y range of `lines` with a margin (`lo`/`hi` clamp it, e.g. 0–100 %).
+fn y_range(lines: &[Line], lo: f64, hi: f64) -> (f64, f64) {
+    let vals = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    let (mut a, mut b) = vals.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    if a > b {
+        return (0.0, 1.0);
+    }
+    if b - a < 1e-12 {
+        let pad = a.abs().max(1e-3) * 0.1;
+        a -= pad;
+        b += pad;
+    }
+    let pad = 0.06 * (b - a);
+    ((a - pad).max(lo), (b + pad).min(hi))
+}
+
+fn draw(runs: &[Curves], epochs: f64, title: &str, path: &Path) -> Result<(), String> {
+    register_font()?;
+    let err = |e: &dyn std::fmt::Display| format!("{}: drawing the plot: {e}", path.display());
+    let single = runs.len() == 1;
+    let mut loss = Vec::new();
+    let mut acc = Vec::new();
+    let mut lr = Vec::new();
+    for (k, r) in runs.iter().enumerate() {
+        let (prefix, c) = if single {
+            (String::new(), None)
+        } else {
+            (format!("{} ", r.name), Some(PALETTE[k % PALETTE.len()]))
+        };
+        let color = |i: usize| c.unwrap_or(PALETTE[i]);
+        loss.push(Line {
+            label: format!("{prefix}train"),
+            points: r.points(&r.train_loss),
+            color: color(0),
+            dashed: !single,
+        });
+        loss.push(Line {
+            label: format!("{prefix}eval"),
+            points: r.points(&r.eval_loss),
+            color: color(1),
+            dashed: false,
+        });
+        acc.push(Line {
+            label: format!("{prefix}train top-1"),
+            points: r.points(&r.train_top1),
+            color: color(0),
+            dashed: !single,
+        });
+        acc.push(Line {
+            label: format!("{prefix}eval top-1"),
+            points: r.points(&r.eval_top1),
+            color: color(1),
+            dashed: false,
+        });
+        // Overlaid, top-5 would double the lines of every run: single runs only.
+        if single {
+            acc.push(Line {
+                label: "eval top-5".into(),
+                points: r.points(&r.eval_top5),
+                color: color(2),
+                dashed: false,
+            });
+        }
+        lr.push(Line {
+            label: if single {
+                "learning rate".into()
+            } else {
+                r.name.clone()
+            },
+            points: r.points(&r.lr),
+            color: color(0),
+            dashed: false,
+        });
+    }
+    let mut buf = vec![255u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let root = root
+            .titled(title, (FAMILY, 24).into_font().color(&BLACK))
+            .map_err(|e| err(&e))?;
+        let panels = root.split_evenly((1, 3));
+        let x_max = epochs.max(2.0);
+        let specs: [(&str, &str, &[Line], (f64, f64), SeriesLabelPosition); 3] = [
+            (
+                "loss",
+                "loss",
+                &loss,
+                y_range(&loss, f64::MIN, f64::MAX),
+                SeriesLabelPosition::UpperRight,
+            ),
+            (
+                "accuracy",
+                "accuracy (%)",
+                &acc,
+                y_range(&acc, 0.0, 100.0),
+                SeriesLabelPosition::LowerRight,
+            ),
+            (
+                "learning rate",
+                "learning rate",
+                &lr,
+                y_range(&lr, 0.0, f64::MAX),
+                SeriesLabelPosition::UpperRight,
+            ),
+        ];
+        for (area, (caption, y_desc, lines, (y0, y1), pos)) in panels.iter().zip(specs) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, (FAMILY, 18))
+                .margin(12)
+                .x_label_area_size(42)
+                .y_label_area_size(72)
+                .build_cartesian_2d(1.0..x_max, y0..y1)
+                .map_err(|e| err(&e))?;
+            let sci = caption == "learning rate";
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc(y_desc)
+                .axis_desc_style((FAMILY, 15))
+                .label_style((FAMILY, 13))
+                .x_labels((x_max as usize).clamp(2, 10))
+                .y_labels(8)
+                // Epochs are whole numbers: ticks between them get no label.
+                .x_label_formatter(&|v| {
+                    if (v - v.round()).abs() < 1e-6 {
+                        format!("{v:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_label_formatter(&|v| {
+                    if sci {
+                        format!("{v:.1e}")
+                    } else if (y1 - y0) < 0.1 {
+                        format!("{v:.4}")
+                    } else if (y1 - y0) < 5.0 {
+                        format!("{v:.2}")
+                    } else {
+                        format!("{v:.0}")
+                    }
+                })
+                .light_line_style(RGBColor(235, 235, 235))
+                .bold_line_style(RGBColor(210, 210, 210))
+                .draw()
+                .map_err(|e| err(&e))?;
+            let mut labelled = false;
+            for l in lines.iter().filter(|l| !l.points.is_empty()) {
+                let style = l.color.stroke_width(2);
+                let color = l.color;
+                let series = if l.dashed {
+                    chart.draw_series(DashedLineSeries::new(l.points.iter().copied(), 6, 4, style))
+                } else {
+                    chart.draw_series(LineSeries::new(l.points.iter().copied(), style))
+                }
+                .map_err(|e| err(&e))?;
+                let dashed = l.dashed;
+                series.label(l.label.clone()).legend(move |(x, y)| {
+                    let pts = if dashed {
+                        vec![(x, y), (x + 8, y)]
+                    } else {
+                        vec![(x, y), (x + 20, y)]
+                    };
+                    PathElement::new(pts, color.stroke_width(2))
+                });
+                labelled = true;
+                // Sparse series (eval every N epochs, or a run's first epoch): mark the points.
+                if l.points.len() <= 40 {
+                    chart
+                        .draw_series(l.points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                        .map_err(|e| err(&e))?;
+                }
+            }
+            if labelled {
+                chart
+                    .configure_series_labels()
+                    .position(pos)
+                    .label_font((FAMILY, 13))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(RGBColor(160, 160, 160))
+                    .draw()
+                    .map_err(|e| err(&e))?;
             }
         }
+        root.present().map_err(|e| err(&e))?;
     }
-}
-
-/// A curve: (epoch, value) points and its colour.
-type Series = (Vec<(f64, f64)>, Rgb<u8>);
-
-fn panel(img: &mut RgbImage, x0: f64, series: &[Series], epochs: f64) {
-    let (pw, ph, top) = (W as f64 / 2.0 - 60.0, H as f64 - 60.0, 30.0);
-    let left = x0 + 40.0;
-    let vals: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.0.iter().map(|p| p.1))
-        .filter(|v| v.is_finite())
-        .collect();
-    if vals.is_empty() {
-        return;
-    }
-    let (mut lo, mut hi) = vals
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    if hi - lo < 1e-9 {
-        lo -= 0.5;
-        hi += 0.5;
-    }
-    let grey = Rgb([225, 225, 225]);
-    for i in 0..=10 {
-        let y = top + ph * i as f64 / 10.0;
-        line(img, (left, y), (left + pw, y), grey);
-    }
-    let black = Rgb([0, 0, 0]);
-    line(img, (left, top), (left, top + ph), black);
-    line(img, (left, top + ph), (left + pw, top + ph), black);
-    let map = |(e, v): (f64, f64)| {
-        (
-            left + pw * e / epochs.max(1.0),
-            top + ph * (1.0 - (v - lo) / (hi - lo)),
-        )
-    };
-    for (pts, c) in series {
-        let pts: Vec<_> = pts.iter().filter(|p| p.1.is_finite()).copied().collect();
-        for w in pts.windows(2) {
-            line(img, map(w[0]), map(w[1]), *c);
-        }
-        if pts.len() == 1 {
-            let (x, y) = map(pts[0]);
-            line(img, (x - 2.0, y), (x + 2.0, y), *c);
-        }
-    }
-}
-
-/// Draw `history` into `path` (PNG). `epochs` is the planned run length (x axis).
-pub fn draw_curves(history: &[EpochRecord], epochs: usize, path: &Path) -> Result<(), String> {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let e = |r: &EpochRecord| r.epoch as f64 + 1.0;
-    let s = |f: fn(&EpochRecord) -> f64| history.iter().map(|r| (e(r), f(r))).collect::<Vec<_>>();
-    panel(
-        &mut img,
-        0.0,
-        &[(s(|r| r.train_loss), BLUE), (s(|r| r.eval_loss), ORANGE)],
-        epochs as f64,
-    );
-    panel(
-        &mut img,
-        W as f64 / 2.0,
-        &[
-            (s(|r| r.train_top1), BLUE),
-            (s(|r| r.eval_top1), ORANGE),
-            (s(|r| r.eval_top5), GREEN),
-        ],
-        epochs as f64,
-    );
+    let img = image::RgbImage::from_raw(W, H, buf).ok_or_else(|| err(&"buffer size"))?;
     let tmp = path.with_extension("png.tmp");
     img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(epoch: usize, eval: bool) -> EpochRecord {
+        let e = epoch as f64;
+        EpochRecord {
+            epoch,
+            train_loss: 2.0 / (e + 1.0),
+            train_top1: 50.0 + 5.0 * e,
+            eval_loss: if eval { 1.8 / (e + 1.0) } else { f64::NAN },
+            eval_top1: if eval { 55.0 + 5.0 * e } else { f64::NAN },
+            eval_top5: if eval { 90.0 + e } else { f64::NAN },
+            lr: 1e-3 * (1.0 - e / 10.0),
+            images_per_s: 100.0,
+            seconds: 1.0,
+            finished_at: 0,
+        }
+    }
+
+    /// Pixels of the PNG at `p` that are neither white nor grey (the curves' colours).
+    fn coloured_pixels(p: &Path) -> usize {
+        let img = image::open(p).unwrap().to_rgb8();
+        img.pixels()
+            .filter(|px| {
+                let [r, g, b] = px.0;
+                r.max(g).max(b) - r.min(g).min(b) > 60
+            })
+            .count()
+    }
+
+    #[test]
+    fn curves_png_has_text_and_curves_and_skips_missing_evals() {
+        let dir = std::env::temp_dir().join(format!("statten-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("curves.png");
+        let h: Vec<EpochRecord> = (0..6).map(|e| rec(e, e % 2 == 1)).collect();
+        draw_curves(&h, 10, "test run", &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (W, H));
+        // Text and axes are dark pixels; curves are coloured ones.
+        let dark = img
+            .pixels()
+            .filter(|px| px.0.iter().all(|&c| c < 80))
+            .count();
+        assert!(dark > 2000, "{dark} dark pixels: no axes or text drawn");
+        assert!(coloured_pixels(&p) > 1500);
+        // An empty history still draws the frame.
+        draw_curves(&[], 10, "empty", &p).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn runs_overlay_from_summary_csv() {
+        let dir = std::env::temp_dir().join(format!("statten-plot-runs-{}", std::process::id()));
+        let mut dirs = Vec::new();
+        for (k, name) in ["statten", "sdsa"].iter().enumerate() {
+            let d = dir.join(name);
+            let rd = crate::rundir::RunDir::prepare(&d, crate::rundir::Existing::Refuse).unwrap();
+            let h: Vec<EpochRecord> = (0..4 + k).map(|e| rec(e, e != 1)).collect();
+            rd.write_summary(&h).unwrap();
+            let c = Curves::from_run_dir(&d).unwrap();
+            assert_eq!(c.epoch.len(), 4 + k);
+            assert_eq!(c.eval_top1[1], None, "an empty cell is a missing value");
+            assert_eq!(c.epoch[0], 1.0);
+            dirs.push(d);
+        }
+        let out = dir.join("compare.png");
+        plot_runs(&dirs, &out, None).unwrap();
+        assert!(coloured_pixels(&out) > 1500);
+        let e = plot_runs(&[dir.join("nope")], &out, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("summary.csv"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! RUN/config.toml              the resolved config
-//! RUN/summary.csv              one row per epoch
+//! RUN/summary.csv              one row per epoch (empty cells where an epoch was not evaluated)
+//! RUN/steps.csv                one row every `train.log_every` optimizer steps
 //! RUN/metrics.jsonl            one JSON line per epoch (and per eval: the energy figure)
 //! RUN/energy.json              the last eval's energy report
 //! RUN/curves.png               learning curves
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::EpochRecord;
 use crate::energy::EnergyReport;
+use crate::error::{Error, Result};
 
 /// What to do with a directory that already holds a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,9 +40,10 @@ pub struct RunDir {
 }
 
 /// The files a run writes at the top of its directory.
-const OWN_FILES: [&str; 6] = [
+const OWN_FILES: [&str; 7] = [
     "config.toml",
     "summary.csv",
+    "steps.csv",
     "metrics.jsonl",
     "energy.json",
     "curves.png",
@@ -61,27 +64,29 @@ impl RunDir {
 
     /// Create the directory (and `checkpoints/`) for a run, applying `existing` to one that
     /// already holds a run.
-    pub fn prepare(root: impl Into<PathBuf>, existing: Existing) -> Result<Self, String> {
+    pub fn prepare(root: impl Into<PathBuf>, existing: Existing) -> Result<Self> {
         let d = Self::at(root);
         if Self::holds_run(&d.root) {
             match existing {
                 Existing::Refuse => {
-                    return Err(format!(
-                        "{} already holds a run; pass --resume to continue it, --overwrite to \
-                         replace it, or another --output",
-                        d.root.display()
+                    return Err(Error::run_dir(
+                        d.root.clone(),
+                        format!(
+                            "{} already holds a run; pass --resume to continue it, --overwrite \
+                             to replace it, or another --output",
+                            d.root.display()
+                        ),
                     ))
                 }
                 Existing::Resume => {}
                 Existing::Overwrite => d.remove_own_files()?,
             }
         }
-        std::fs::create_dir_all(d.checkpoints())
-            .map_err(|e| format!("{}: {e}", d.checkpoints().display()))?;
+        std::fs::create_dir_all(d.checkpoints()).map_err(|e| io_error(&d.checkpoints(), e))?;
         Ok(d)
     }
 
-    fn remove_own_files(&self) -> Result<(), String> {
+    fn remove_own_files(&self) -> Result<()> {
         for f in OWN_FILES {
             remove_if_present(&self.root.join(f))?;
         }
@@ -107,6 +112,10 @@ impl RunDir {
     /// `summary.csv`.
     pub fn summary(&self) -> PathBuf {
         self.root.join("summary.csv")
+    }
+    /// `steps.csv`.
+    pub fn steps(&self) -> PathBuf {
+        self.root.join("steps.csv")
     }
     /// `metrics.jsonl`.
     pub fn metrics(&self) -> PathBuf {
@@ -166,7 +175,7 @@ impl RunDir {
     }
 
     /// Delete all but the newest `keep` `epoch_NNNN` checkpoints (`keep` = 0: keep all).
-    pub fn prune_epoch_checkpoints(&self, keep: usize) -> Result<(), String> {
+    pub fn prune_epoch_checkpoints(&self, keep: usize) -> Result<()> {
         if keep == 0 {
             return Ok(());
         }
@@ -178,35 +187,97 @@ impl RunDir {
     }
 
     /// Write `config.toml`.
-    pub fn write_config(&self, toml: &str) -> Result<(), String> {
+    pub fn write_config(&self, toml: &str) -> Result<()> {
         atomic_write(&self.config(), toml.as_bytes())
     }
 
-    /// Rewrite `summary.csv` from the history.
-    pub fn write_summary(&self, history: &[EpochRecord]) -> Result<(), String> {
+    /// Rewrite `summary.csv` from the history. An epoch without evaluation has empty eval
+    /// cells; `finished_at` is the epoch's end in UTC (ISO 8601).
+    pub fn write_summary(&self, history: &[EpochRecord]) -> Result<()> {
         let mut s = String::from(
-            "epoch,train_loss,train_top1,eval_loss,eval_top1,eval_top5,lr,images_per_s,seconds\n",
+            "epoch,train_loss,train_top1,eval_loss,eval_top1,eval_top5,lr,images_per_s,seconds,\
+             finished_at\n",
         );
+        let cell = |v: f64, prec: usize| {
+            if v.is_finite() {
+                format!("{v:.prec$}")
+            } else {
+                String::new()
+            }
+        };
         for r in history {
             s += &format!(
-                "{},{:.6},{:.4},{:.6},{:.4},{:.4},{:.8e},{:.2},{:.2}\n",
+                "{},{},{},{},{},{},{:.8e},{},{},{}\n",
                 r.epoch,
-                r.train_loss,
-                r.train_top1,
-                r.eval_loss,
-                r.eval_top1,
-                r.eval_top5,
+                cell(r.train_loss, 6),
+                cell(r.train_top1, 4),
+                cell(r.eval_loss, 6),
+                cell(r.eval_top1, 4),
+                cell(r.eval_top5, 4),
                 r.lr,
-                r.images_per_s,
-                r.seconds
+                cell(r.images_per_s, 2),
+                cell(r.seconds, 2),
+                if r.finished_at > 0 {
+                    utc_timestamp(r.finished_at)
+                } else {
+                    String::new()
+                }
             );
         }
         atomic_write(&self.summary(), s.as_bytes())
     }
 
+    /// Append rows to `steps.csv` (the header first when the file is new).
+    pub fn append_steps(&self, rows: &[StepRecord]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let path = self.steps();
+        let new = !path.exists();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        let mut s = String::new();
+        if new {
+            s += StepRecord::HEADER;
+            s.push('\n');
+        }
+        for r in rows {
+            s += &r.to_csv();
+            s.push('\n');
+        }
+        f.write_all(s.as_bytes()).map_err(|e| io_error(&path, e))
+    }
+
+    /// On resume: keep only the `steps.csv` rows up to global step `step` (those the
+    /// checkpoint's state had run), so that steps lost to a crash are not listed twice.
+    pub fn trim_steps(&self, step: u64) -> Result<()> {
+        let path = self.steps();
+        let Ok(old) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let mut s = String::new();
+        for (i, line) in old.lines().enumerate() {
+            let keep = i == 0
+                || line
+                    .split(',')
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| v <= step);
+            if keep {
+                s += line;
+                s.push('\n');
+            }
+        }
+        atomic_write(&path, s.as_bytes())
+    }
+
     /// Write the eval's energy report and append its one-line figure to `metrics.jsonl`.
-    pub fn write_energy(&self, epoch: usize, rep: &EnergyReport) -> Result<(), String> {
-        let json = serde_json::to_string_pretty(rep).map_err(|e| e.to_string())?;
+    pub fn write_energy(&self, epoch: usize, rep: &EnergyReport) -> Result<()> {
+        let json = serde_json::to_string_pretty(rep)
+            .map_err(|e| Error::run_dir(self.root.clone(), e.to_string()))?;
         atomic_write(&self.energy(), json.as_bytes())?;
         self.append_metric(&serde_json::json!({
             "event": "energy",
@@ -218,24 +289,27 @@ impl RunDir {
     }
 
     /// Append an epoch's record to `metrics.jsonl`.
-    pub fn append_epoch(&self, rec: &EpochRecord) -> Result<(), String> {
-        self.append_metric(&serde_json::to_value(rec).map_err(|e| e.to_string())?)
+    pub fn append_epoch(&self, rec: &EpochRecord) -> Result<()> {
+        self.append_metric(
+            &serde_json::to_value(rec)
+                .map_err(|e| Error::run_dir(self.root.clone(), e.to_string()))?,
+        )
     }
 
-    fn append_metric(&self, v: &serde_json::Value) -> Result<(), String> {
+    fn append_metric(&self, v: &serde_json::Value) -> Result<()> {
         let path = self.metrics();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        writeln!(f, "{v}").map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| io_error(&path, e))?;
+        writeln!(f, "{v}").map_err(|e| io_error(&path, e))
     }
 
     /// On resume: rewrite `metrics.jsonl` to hold exactly the epochs of `history` (the
     /// checkpoint's), each with the energy line of the old file for that epoch if it had one, so
     /// that epochs run after the checkpoint and lost to a crash are not listed twice.
-    pub fn rewrite_metrics(&self, history: &[EpochRecord]) -> Result<(), String> {
+    pub fn rewrite_metrics(&self, history: &[EpochRecord]) -> Result<()> {
         let path = self.metrics();
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         let mut energy: std::collections::HashMap<u64, String> = Default::default();
@@ -254,29 +328,106 @@ impl RunDir {
                 s += l;
                 s.push('\n');
             }
-            s += &serde_json::to_string(r).map_err(|e| e.to_string())?;
+            s += &serde_json::to_string(r)
+                .map_err(|e| Error::run_dir(self.root.clone(), e.to_string()))?;
             s.push('\n');
         }
         atomic_write(&path, s.as_bytes())
     }
 }
 
-fn remove_if_present(p: &Path) -> Result<(), String> {
+fn remove_if_present(p: &Path) -> Result<()> {
     match std::fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: cannot remove: {e}", p.display())),
+        Err(e) => Err(Error::run_dir(
+            p,
+            format!("{}: cannot remove: {e}", p.display()),
+        )),
     }
 }
 
 /// Write to a temporary name beside `path`, then rename: a crash leaves the old file or the new.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    r.map_err(|e| format!("{}: cannot write: {e}", path.display()))
+    r.map_err(|e| Error::run_dir(path, format!("{}: cannot write: {e}", path.display())))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::run_dir(path, format!("{}: {e}", path.display()))
+}
+
+/// One row of `steps.csv`: the mean of the optimizer steps since the previous row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// Global optimizer step (1-based, counted over all epochs).
+    pub step: u64,
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Batch within the epoch (1-based: batches done).
+    pub batch: usize,
+    /// Mean training loss of the steps since the previous row.
+    pub loss: f64,
+    /// Learning rate of this step.
+    pub lr: f64,
+    /// Training images per second since the previous row.
+    pub images_per_s: f64,
+    /// Seconds since the Unix epoch (UTC).
+    pub time: u64,
+}
+
+impl StepRecord {
+    /// The CSV header.
+    pub const HEADER: &'static str = "step,epoch,batch,loss,lr,images_per_s,time";
+
+    fn to_csv(&self) -> String {
+        let loss = if self.loss.is_finite() {
+            format!("{:.6}", self.loss)
+        } else {
+            String::new()
+        };
+        format!(
+            "{},{},{},{loss},{:.8e},{:.2},{}",
+            self.step,
+            self.epoch,
+            self.batch,
+            self.lr,
+            self.images_per_s,
+            utc_timestamp(self.time)
+        )
+    }
+}
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `secs` since the Unix epoch as ISO 8601 UTC, e.g. `2026-12-03T14:05:22Z`.
+pub fn utc_timestamp(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -300,6 +451,7 @@ mod tests {
             lr: 1e-3,
             images_per_s: 1.0,
             seconds: 1.0,
+            finished_at: 1_796_306_722,
         }
     }
 
@@ -310,7 +462,9 @@ mod tests {
         d.write_config("x = 1\n").unwrap();
         std::fs::write(d.last_checkpoint(), b"ck").unwrap();
         std::fs::write(root.join("notes.txt"), b"mine").unwrap();
-        let e = RunDir::prepare(&root, Existing::Refuse).unwrap_err();
+        let e = RunDir::prepare(&root, Existing::Refuse)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains(&root.display().to_string()) && e.contains("--resume"),
             "{e}"
@@ -360,5 +514,61 @@ mod tests {
         );
         d.prune_epoch_checkpoints(0).unwrap();
         assert_eq!(d.epoch_checkpoints().len(), 2);
+    }
+
+    #[test]
+    fn timestamps_are_iso_8601_utc() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_796_306_722), "2026-12-03T14:05:22Z");
+    }
+
+    #[test]
+    fn summary_cells_of_epochs_without_eval_are_empty() {
+        let root = tmp("summary-empty");
+        let d = RunDir::prepare(&root, Existing::Refuse).unwrap();
+        let mut evaluated = rec(1);
+        evaluated.eval_loss = 0.5;
+        evaluated.eval_top1 = 80.0;
+        evaluated.eval_top5 = 99.0;
+        d.write_summary(&[rec(0), evaluated]).unwrap();
+        let csv = std::fs::read_to_string(d.summary()).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[0].ends_with(",seconds,finished_at"), "{csv}");
+        assert!(!csv.contains("NaN"), "{csv}");
+        let cells: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(cells.len(), 10);
+        assert_eq!(&cells[3..6], &["", "", ""], "{csv}");
+        assert_eq!(cells[9], "2026-12-03T14:05:22Z");
+        let cells: Vec<&str> = lines[2].split(',').collect();
+        assert_eq!(&cells[3..6], &["0.500000", "80.0000", "99.0000"], "{csv}");
+    }
+
+    #[test]
+    fn steps_log_appends_and_resume_trims_it() {
+        let root = tmp("steps");
+        let d = RunDir::prepare(&root, Existing::Refuse).unwrap();
+        let row = |step| StepRecord {
+            step,
+            epoch: 0,
+            batch: step as usize,
+            loss: 1.5,
+            lr: 1e-3,
+            images_per_s: 10.0,
+            time: 0,
+        };
+        d.append_steps(&[row(10), row(20)]).unwrap();
+        d.append_steps(&[row(30)]).unwrap();
+        let csv = std::fs::read_to_string(d.steps()).unwrap();
+        assert_eq!(csv.lines().count(), 4, "{csv}");
+        assert_eq!(csv.lines().next(), Some(StepRecord::HEADER));
+        d.trim_steps(20).unwrap();
+        let csv = std::fs::read_to_string(d.steps()).unwrap();
+        let steps: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
+        assert_eq!(steps, ["10", "20"]);
     }
 }

@@ -25,6 +25,7 @@ use crate::checkpoint::{self, CheckpointMeta, EpochRecord, PartialEpoch};
 use crate::config::{LossKind, RunConfig};
 use crate::dist::{fingerprint, Collective};
 use crate::energy::{EnergyReport, RateAccumulator};
+use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, soft_target_cross_entropy, tet_loss};
 use crate::metrics::{top1_top5, Mean};
 use crate::optim::{clip_grad_norm, Optimizer};
@@ -33,20 +34,45 @@ use crate::rundir::{Existing, RunDir};
 /// The Burn device for a name (`cpu` = flex). `wgpu:N` selects the N-th discrete GPU;
 /// `wgpu:integrated:N`, `wgpu:virtual:N` and `wgpu:cpu` (a software adapter such as lavapipe)
 /// select the other adapter kinds; `cpu:N` is the CPU again (data-parallel tests on one machine).
-pub fn device_from_name(name: &str) -> Result<Device, String> {
+pub fn device_from_name(name: &str) -> Result<Device> {
     let lower = name.to_ascii_lowercase();
-    let bad_index = |idx: &str| format!("device `{name}`: `{idx}` is not an index");
+    let kind = lower.split(':').next().unwrap_or("");
+    let feature = match kind {
+        "cpu" | "flex" => "flex",
+        "wgpu" | "gpu" => "wgpu",
+        k => k,
+    };
+    let built = match feature {
+        "flex" => cfg!(feature = "flex"),
+        "wgpu" => cfg!(feature = "wgpu"),
+        "ndarray" => cfg!(feature = "ndarray"),
+        _ => true,
+    };
+    if !built {
+        return Err(Error::Device(format!(
+            "device `{name}`: this build has no {feature} backend (enable statten-train's \
+             `{feature}` cargo feature)"
+        )));
+    }
+    device_in_build(name, &lower)
+}
+
+fn device_in_build(name: &str, lower: &str) -> Result<Device> {
+    let bad_index = |idx: &str| Error::Device(format!("device `{name}`: `{idx}` is not an index"));
     if let Some((kind, rest)) = lower.split_once(':') {
         return match kind {
+            #[cfg(feature = "flex")]
             "cpu" | "flex" => {
                 rest.parse::<usize>().map_err(|_| bad_index(rest))?;
                 Ok(Device::flex())
             }
+            #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             "ndarray" => {
                 rest.parse::<usize>().map_err(|_| bad_index(rest))?;
                 Ok(Device::ndarray())
             }
+            #[cfg(feature = "wgpu")]
             "wgpu" | "gpu" => {
                 use burn::tensor::DeviceKind as K;
                 let kind = match rest.split_once(':') {
@@ -59,34 +85,39 @@ pub fn device_from_name(name: &str) -> Result<Device, String> {
                             "integrated" => K::IntegratedGpu(i),
                             "virtual" => K::VirtualGpu(i),
                             o => {
-                                return Err(format!(
+                                return Err(Error::Device(format!(
                                     "device `{name}`: unknown adapter kind `{o}` (discrete, \
                                      integrated, virtual, or wgpu:cpu)"
-                                ))
+                                )))
                             }
                         }
                     }
                 };
                 Ok(Device::wgpu(kind))
             }
-            o => Err(format!("unknown device `{o}` (cpu, flex, ndarray, wgpu)")),
+            o => Err(Error::Device(format!(
+                "unknown device `{o}` (cpu, flex, ndarray, wgpu)"
+            ))),
         };
     }
-    match lower.as_str() {
+    match lower {
+        #[cfg(feature = "flex")]
         "cpu" | "flex" => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
         #[allow(deprecated)]
         "ndarray" => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
         "wgpu" | "gpu" => Ok(Device::wgpu(Default::default())),
-        o => Err(format!(
+        o => Err(Error::Device(format!(
             "train.device: unknown device `{o}` (cpu, flex, ndarray, wgpu)"
-        )),
+        ))),
     }
 }
 
 /// Check that `device` can run: a wgpu device without an adapter (no GPU and no software
 /// Vulkan, or an adapter index that does not exist) panics deep inside the runtime on first
 /// use; this turns that into an error naming the device.
-pub fn probe_device(name: &str, device: &Device) -> Result<(), String> {
+pub fn probe_device(name: &str, device: &Device) -> Result<()> {
     if !name.to_ascii_lowercase().starts_with("wgpu")
         && !name.to_ascii_lowercase().starts_with("gpu")
     {
@@ -102,18 +133,20 @@ pub fn probe_device(name: &str, device: &Device) -> Result<(), String> {
     std::panic::set_hook(hook);
     match r {
         Ok(4.0) => Ok(()),
-        Ok(v) => Err(format!("device `{name}`: a test sum gave {v}, not 4")),
+        Ok(v) => Err(Error::Device(format!(
+            "device `{name}`: a test sum gave {v}, not 4"
+        ))),
         Err(p) => {
             let why = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the runtime panicked".into());
-            Err(format!(
+            Err(Error::Device(format!(
                 "device `{name}` is not available: {why}. Is there a GPU (or Mesa's lavapipe for \
                  software Vulkan) and the Vulkan loader? wgpu:N counts discrete GPUs; use \
                  wgpu:integrated:N, wgpu:virtual:N or wgpu:cpu for other adapters"
-            ))
+            )))
         }
     }
 }
@@ -129,8 +162,11 @@ pub struct RunOptions {
     pub stop_after: usize,
     /// Draw progress bars (when stderr is a terminal).
     pub progress: bool,
-    /// Print per-epoch lines.
+    /// Print per-epoch lines (with the one-line energy figure of each eval) and the per-layer
+    /// energy table at the end of the run.
     pub verbose: bool,
+    /// Also print the per-layer energy table after every eval (`--verbose`).
+    pub energy_table_each_eval: bool,
     /// Replace the run in `output` if there is one (without it, an existing run is an error
     /// unless resumed).
     pub overwrite: bool,
@@ -194,13 +230,30 @@ pub fn evaluate(
     device: &Device,
     max_batches: usize,
     monitor: bool,
-) -> Result<EvalResult, String> {
-    evaluate_sharded(model, loader, t, device, max_batches, monitor, None)
+) -> Result<EvalResult> {
+    evaluate_sharded(model, loader, t, device, max_batches, monitor, None, None)
+}
+
+/// A progress bar on stderr with `prefix` for `len` batches (hidden when `show` is false).
+fn progress_bar(show: bool, len: usize, prefix: String) -> ProgressBar {
+    let pb = if show {
+        ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:28}] {pos}/{len} {msg} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix);
+    pb
 }
 
 /// [`evaluate`] over ranks: rank `r` of `R` takes the batches `i` with `i mod R = r`, and the
 /// sums (loss, hits, samples, firing statistics) are reduced, so every rank gets the result
-/// of the whole split.
+/// of the whole split. With `progress`, a progress bar with that prefix runs on stderr.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_sharded(
     model: &StattenModel,
     loader: &Loader,
@@ -209,10 +262,20 @@ pub fn evaluate_sharded(
     max_batches: usize,
     monitor: bool,
     world: Option<&dyn Collective>,
-) -> Result<EvalResult, String> {
+    progress: Option<&str>,
+) -> Result<EvalResult> {
     let (rank, ranks) = world.map(|w| (w.rank(), w.size())).unwrap_or((0, 1));
     let (mut loss, mut n, mut c1, mut c5) = (Mean::default(), 0usize, 0usize, 0usize);
     let mut rates = RateAccumulator::default();
+    let total = match max_batches {
+        0 => loader.num_batches(),
+        m => m.min(loader.num_batches()),
+    };
+    let pb = progress_bar(
+        progress.is_some(),
+        total.div_ceil(ranks),
+        progress.unwrap_or("").to_string(),
+    );
     for (i, b) in loader.epoch(0).enumerate() {
         if max_batches > 0 && i >= max_batches {
             break;
@@ -220,7 +283,8 @@ pub fn evaluate_sharded(
         if i % ranks != rank {
             continue;
         }
-        let b = b.map_err(|e| e.to_string())?;
+        pb.inc(1);
+        let b = b?;
         if b.is_empty() {
             continue;
         }
@@ -230,7 +294,7 @@ pub fn evaluate_sharded(
             Monitor::disabled()
         };
         let x = to_input(&b, device).encode(t);
-        let logits = model.forward(x, &mut mon);
+        let logits = model.forward_monitored(x, &mut mon);
         let l = cross_entropy(logits.clone(), b.targets(device), 0.0).into_scalar::<f64>();
         loss.add(l, b.len());
         let (a, b5) = top1_top5(logits, &b.labels);
@@ -240,7 +304,13 @@ pub fn evaluate_sharded(
         if monitor {
             rates.add(&mon.stats(), b.len());
         }
+        pb.set_message(format!(
+            "loss {:.4} top-1 {:.2}%",
+            loss.get(),
+            100.0 * c1 as f64 / n.max(1) as f64
+        ));
     }
+    pb.finish_and_clear();
     if let Some(w) = world.filter(|_| ranks > 1) {
         let (ls, ln) = loss.parts();
         let mut sums = [ls, ln, n as f64, c1 as f64, c5 as f64];
@@ -271,11 +341,11 @@ pub type TrainTest = (Arc<dyn Dataset>, Arc<dyn Dataset>);
 
 /// Build the train and test datasets of a config, checking their labels against
 /// `model.num_classes`.
-pub fn datasets(cfg: &RunConfig) -> Result<TrainTest, String> {
+pub fn datasets(cfg: &RunConfig) -> Result<TrainTest> {
     let t = cfg.model.time_steps;
-    let train = cfg.data.build(Split::Train, t).map_err(|e| e.to_string())?;
+    let train = cfg.data.build(Split::Train, t)?;
     check_classes(&*train, "train", cfg)?;
-    let test = cfg.data.build(Split::Test, t).map_err(|e| e.to_string())?;
+    let test = cfg.data.build(Split::Test, t)?;
     check_classes(&*test, "test", cfg)?;
     Ok((train, test))
 }
@@ -283,7 +353,7 @@ pub fn datasets(cfg: &RunConfig) -> Result<TrainTest, String> {
 /// Every label must be a class of the model: a dataset folder with more class folders, a labels
 /// file with larger indices, or an N-Caltech101 root with other than 101 classes is an error
 /// before training, not an index panic (or a silently shifted class) inside it.
-fn check_classes(ds: &dyn Dataset, split: &str, cfg: &RunConfig) -> Result<(), String> {
+fn check_classes(ds: &dyn Dataset, split: &str, cfg: &RunConfig) -> Result<()> {
     let k = cfg.model.num_classes;
     let root = cfg
         .data
@@ -293,18 +363,18 @@ fn check_classes(ds: &dyn Dataset, split: &str, cfg: &RunConfig) -> Result<(), S
     let n = ds.num_classes();
     let exact = cfg.data.dataset == statten_data::config::DatasetName::Ncaltech101;
     if n > k || (exact && n != k) {
-        return Err(format!(
+        return Err(Error::Data(format!(
             "{root}: the {split} set has {n} classes but model.num_classes = {k} ({:?} has {k})",
             cfg.data.dataset
-        ));
+        )));
     }
     if let Some((i, l)) = (0..ds.len())
         .map(|i| (i, ds.label(i)))
         .find(|&(_, l)| l >= k)
     {
-        return Err(format!(
+        return Err(Error::Data(format!(
             "{root}: {split} sample {i} has label {l}, not below model.num_classes = {k}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -339,7 +409,7 @@ fn step_grads(
     let targets = b.targets(device);
     let (loss, logits) = match loss_kind {
         LossKind::Tet => {
-            let out = model.forward_time(x, &mut mon);
+            let out = model.forward_time_monitored(x, &mut mon);
             let [_, bb, kk] = out.dims();
             let logits = out.clone().mean_dim(0).reshape([bb, kk]);
             let l = tet_loss(
@@ -352,13 +422,13 @@ fn step_grads(
             (l, logits)
         }
         LossKind::SoftTarget => {
-            let logits = model.forward(x, &mut mon);
+            let logits = model.forward_monitored(x, &mut mon);
             let s = soft.expect("soft targets").to_vec();
             let st: Tensor<2> = Tensor::from_data(TensorData::new(s, [b.len(), k]), device);
             (soft_target_cross_entropy(logits.clone(), st), logits)
         }
         LossKind::Ce | LossKind::Auto => {
-            let logits = model.forward(x, &mut mon);
+            let logits = model.forward_monitored(x, &mut mon);
             (
                 cross_entropy(logits.clone(), targets, cfg.loss.label_smoothing),
                 logits,
@@ -471,7 +541,7 @@ fn parallel_grads(
     devices: &[Device],
     names: &[String],
     (rank, ranks): (usize, usize),
-) -> Result<(f64, usize, GradientsParams), String> {
+) -> Result<(f64, usize, GradientsParams)> {
     let n = b.len();
     // This rank's devices take parts rank·D .. (rank+1)·D of the global plan (none of a batch
     // shorter than the ranks × devices).
@@ -516,7 +586,7 @@ fn parallel_grads(
                     .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
                 let name = names.get(i + 1).map(String::as_str).unwrap_or("?");
-                format!("the replica on device `{name}` failed: {why}")
+                Error::Device(format!("the replica on device `{name}` failed: {why}"))
             }));
         }
         out
@@ -583,6 +653,14 @@ fn stop_requested(opts: &RunOptions, steps_run: usize) -> bool {
         || (opts.stop_after_steps > 0 && steps_run >= opts.stop_after_steps)
 }
 
+/// Batches per epoch: the loader's, or `train.max_batches` when fewer.
+fn nb_of(cfg: &RunConfig, loader: &Loader) -> usize {
+    match cfg.train.max_batches {
+        0 => loader.num_batches(),
+        m => m.min(loader.num_batches()),
+    }
+}
+
 /// The training loop, in phases: [`Trainer::setup`] (devices, data, model, resume), then per
 /// epoch [`Trainer::train_epoch`] (steps, mid-epoch checkpoints, stop requests), evaluation and
 /// [`Trainer::end_epoch`] (records, plots, checkpoints). Every output file goes through the
@@ -624,12 +702,31 @@ pub struct Trainer<'a> {
     steps_run: usize,
     epochs_run: usize,
     last_checkpoint_at: Instant,
+    /// The steps since the last `steps.csv` row.
+    log: LogWindow,
+}
+
+/// The optimizer steps since the last `steps.csv` row.
+struct LogWindow {
+    loss: Mean,
+    images: usize,
+    since: Instant,
+}
+
+impl Default for LogWindow {
+    fn default() -> Self {
+        Self {
+            loss: Mean::default(),
+            images: 0,
+            since: Instant::now(),
+        }
+    }
 }
 
 impl<'a> Trainer<'a> {
     /// Devices, loaders, the run directory, the model and optimizer (from the checkpoint when
     /// resuming).
-    pub fn setup(cfg: &'a RunConfig, opts: &'a RunOptions) -> Result<Self, String> {
+    pub fn setup(cfg: &'a RunConfig, opts: &'a RunOptions) -> Result<Self> {
         // Data parallel: the batch is split over `train.devices` (the first is the main
         // device); without them, `train.device` alone.
         let names = if cfg.train.devices.is_empty() {
@@ -640,7 +737,7 @@ impl<'a> Trainer<'a> {
         let replicas: Vec<Device> = names
             .iter()
             .map(|d| device_from_name(d).map(|d| d.autodiff()))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_>>()?;
         for (n, d) in names.iter().zip(&replicas) {
             probe_device(n, d)?;
         }
@@ -650,13 +747,13 @@ impl<'a> Trainer<'a> {
             .map(|w| (w.rank(), w.size()))
             .unwrap_or((0, 1));
         if cfg.train.batch_size < names.len() * ranks {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "train.batch_size = {} is the global batch and is smaller than the {} ranks × {} \
                  devices: each device needs at least one sample",
                 cfg.train.batch_size,
                 ranks,
                 names.len()
-            ));
+            )));
         }
         if let Some(w) = opts.world.as_ref().filter(|_| ranks > 1) {
             // Every rank must run the same resolved config (rank 0's is the run's).
@@ -664,10 +761,10 @@ impl<'a> Trainer<'a> {
             let mut theirs = [mine];
             w.broadcast_u64(&mut theirs);
             if theirs[0] != mine {
-                return Err(format!(
+                return Err(Error::Distributed(format!(
                     "rank {rank}: the resolved config differs from rank 0's (another config \
                      file, --set or data folder); every rank must run the same config"
-                ));
+                )));
             }
         }
         let names = names.to_vec();
@@ -705,11 +802,11 @@ impl<'a> Trainer<'a> {
             },
         );
         if train_loader.num_batches() == 0 {
-            return Err(format!(
+            return Err(Error::Data(format!(
                 "the training set has {} samples, fewer than one batch of {}",
                 train_ds.len(),
                 cfg.train.batch_size
-            ));
+            )));
         }
         // Read the checkpoint before touching the run directory: a bad one changes nothing.
         let resume_meta = match &opts.resume {
@@ -721,10 +818,13 @@ impl<'a> Trainer<'a> {
             let same = meta.config == cfg.to_toml()
                 || RunConfig::parse(&meta.config, &[]).is_ok_and(|c| c == *cfg);
             if !same && !opts.allow_config_change {
-                return Err(format!(
-                    "{} was written with another config (see its config.toml); resume with the \
-                     same config, or pass --allow-config-change to continue with this one",
-                    ck.display()
+                return Err(Error::checkpoint(
+                    ck.clone(),
+                    format!(
+                        "{} was written with another config (see its config.toml); resume with \
+                         the same config, or pass --allow-config-change to continue with this one",
+                        ck.display()
+                    ),
                 ));
             }
         }
@@ -756,7 +856,7 @@ impl<'a> Trainer<'a> {
         // Burn initialises parameters lazily, on first use: draw them all now, in the module's
         // order, so that the initial weights depend on the seed alone (not on the order of a
         // first forward, nor on another rank drawing from the same generator).
-        let model = cfg.model.init(&ad).map_err(|e| e.to_string()).inspect(|m| {
+        let model = cfg.model.init(&ad).map_err(Error::Model).inspect(|m| {
             struct Draw;
             impl burn::module::ModuleVisitor for Draw {
                 fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
@@ -784,6 +884,9 @@ impl<'a> Trainer<'a> {
             skipped_steps = meta.skipped_steps;
             if rank == 0 {
                 dir.rewrite_metrics(&history)?;
+                dir.trim_steps(
+                    (meta.epochs_done * nb_of(cfg, &train_loader) + meta.batches_done) as u64,
+                )?;
             }
             if opts.verbose {
                 if start.1 > 0 {
@@ -804,10 +907,7 @@ impl<'a> Trainer<'a> {
         if let Some(w) = opts.world.as_ref().filter(|_| ranks > 1) {
             model = broadcast_floats(&**w, model);
         }
-        let nb = match cfg.train.max_batches {
-            0 => train_loader.num_batches(),
-            m => m.min(train_loader.num_batches()),
-        };
+        let nb = nb_of(cfg, &train_loader);
         Ok(Self {
             cfg,
             opts,
@@ -835,6 +935,7 @@ impl<'a> Trainer<'a> {
             steps_run: 0,
             epochs_run: 0,
             last_checkpoint_at: Instant::now(),
+            log: LogWindow::default(),
         })
     }
 
@@ -848,7 +949,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Run the remaining epochs.
-    pub fn run(mut self) -> Result<RunSummary, String> {
+    pub fn run(mut self) -> Result<RunSummary> {
         let total = self.cfg.total_epochs();
         let mut stopped = None;
         for epoch in self.start.0..total {
@@ -870,6 +971,11 @@ impl<'a> Trainer<'a> {
                 }
             }
         }
+        if self.opts.verbose && !self.opts.energy_table_each_eval && stopped.is_none() {
+            if let Some(rep) = &self.energy {
+                print!("firing rates of the last eval: {}", rep.table());
+            }
+        }
         Ok(RunSummary {
             history: self.history,
             best_top1: self.best,
@@ -886,21 +992,15 @@ impl<'a> Trainer<'a> {
         epoch: usize,
         first: usize,
         resumed: Option<PartialEpoch>,
-    ) -> Result<EpochEnd, String> {
+    ) -> Result<EpochEnd> {
         let (cfg, nb, total) = (self.cfg, self.nb, self.cfg.total_epochs());
         let prior = resumed.unwrap_or_default();
         let t0 = Instant::now();
-        let pb = if self.opts.progress {
-            ProgressBar::with_draw_target(Some(nb as u64), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        pb.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:28}] {pos}/{len} {msg} eta {eta}")
-                .unwrap()
-                .progress_chars("=> "),
+        let pb = progress_bar(
+            self.opts.progress,
+            nb,
+            format!("epoch {}/{}", epoch + 1, total),
         );
-        pb.set_prefix(format!("epoch {}/{}", epoch + 1, total));
         pb.set_position(first.min(nb) as u64);
         let mut loss = Mean::from_parts(prior.loss_sum, prior.loss_n);
         let (mut correct, mut seen) = (prior.correct, prior.seen);
@@ -924,7 +1024,7 @@ impl<'a> Trainer<'a> {
             if i >= nb {
                 break;
             }
-            let mut b = b.map_err(|e| e.to_string())?;
+            let mut b = b?;
             if self.mixup.active_at(epoch) && b.len() % 2 == 1 {
                 // A sample skipped as undecodable (data.on_error = "skip") left an odd batch;
                 // mixup pairs each sample with its mirror, so the last one sits this step out.
@@ -937,10 +1037,13 @@ impl<'a> Trainer<'a> {
                     loss.add(lv, n);
                     correct += c;
                     seen += n;
+                    self.log.loss.add(lv, 1);
                 }
                 images += n;
+                self.log.images += n;
             }
             self.steps_run += 1;
+            self.log_step(epoch, i)?;
             let rate = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
             pb.set_message(format!(
                 "loss {:.4} acc {:.2}% lr {:.2e} {:.1} img/s",
@@ -974,6 +1077,30 @@ impl<'a> Trainer<'a> {
         Ok(EpochEnd::Done(stats(&loss, correct, seen, &t0)))
     }
 
+    /// Every `train.log_every` global steps: a `steps.csv` row (rank 0) with the window's mean
+    /// loss and images/s, then a fresh window.
+    fn log_step(&mut self, epoch: usize, i: usize) -> Result<()> {
+        let every = self.cfg.train.log_every;
+        let step = (epoch * self.nb + i + 1) as u64;
+        if every == 0 || !step.is_multiple_of(every as u64) {
+            return Ok(());
+        }
+        let w = std::mem::take(&mut self.log);
+        if self.rank == 0 {
+            let cfg = self.cfg;
+            self.dir.append_steps(&[crate::rundir::StepRecord {
+                step,
+                epoch,
+                batch: i + 1,
+                loss: w.loss.get(),
+                lr: cfg.schedule.lr_for(cfg.optimizer.lr, epoch, i, self.nb),
+                images_per_s: w.images as f64 / w.since.elapsed().as_secs_f64().max(1e-9),
+                time: crate::rundir::unix_now(),
+            }])?;
+        }
+        Ok(())
+    }
+
     fn mid_epoch_checkpoint_due(&self, done: usize) -> bool {
         let t = &self.cfg.train;
         (t.checkpoint_every_steps > 0 && done.is_multiple_of(t.checkpoint_every_steps))
@@ -984,12 +1111,7 @@ impl<'a> Trainer<'a> {
 
     /// One optimizer step on batch `i` of `epoch`; `None` when a non-finite loss was skipped.
     /// Returns the batch's loss and top-1 hits.
-    fn step(
-        &mut self,
-        epoch: usize,
-        i: usize,
-        mut b: HostBatch,
-    ) -> Result<Option<(f64, usize)>, String> {
+    fn step(&mut self, epoch: usize, i: usize, mut b: HostBatch) -> Result<Option<(f64, usize)>> {
         let (cfg, nb) = (self.cfg, self.nb);
         let k = cfg.model.num_classes;
         let lr = cfg.schedule.lr_for(cfg.optimizer.lr, epoch, i, nb);
@@ -998,7 +1120,11 @@ impl<'a> Trainer<'a> {
         // mixup's off epoch, as timm's targets without mixing).
         let soft = if self.mixup.active_at(epoch) {
             let mut mrng = Rng::derive(&[cfg.train.seed, epoch as u64, i as u64, 0x4D49_5855]);
-            Some(mix_batch(&mut b, k, &self.mixup, &mut mrng)?.0)
+            Some(
+                mix_batch(&mut b, k, &self.mixup, &mut mrng)
+                    .map_err(Error::Data)?
+                    .0,
+            )
         } else if self.loss_kind == LossKind::SoftTarget {
             Some(statten_data::mixup::smooth_one_hot(
                 &b.labels,
@@ -1057,13 +1183,18 @@ impl<'a> Trainer<'a> {
             } else {
                 "no checkpoint was written yet".into()
             };
-            return Err(format!(
-                "epoch {}/{}, step {}/{nb}: the loss is {lv} (diverged); {kept}. Lower \
-                 optimizer.lr, or set train.skip_nonfinite = true to skip such steps",
-                epoch + 1,
-                cfg.total_epochs(),
-                i + 1
-            ));
+            return Err(Error::Diverged {
+                epoch,
+                step: i,
+                loss: lv,
+                message: format!(
+                    "epoch {}/{}, step {}/{nb}: the loss is {lv} (diverged); {kept}. Lower \
+                     optimizer.lr, or set train.skip_nonfinite = true to skip such steps",
+                    epoch + 1,
+                    cfg.total_epochs(),
+                    i + 1
+                ),
+            });
         }
         drop(buffers);
         let grads = if cfg.optimizer.clip_grad > 0.0 {
@@ -1077,7 +1208,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Evaluate, record and log the epoch, then write its checkpoints.
-    fn end_epoch(&mut self, epoch: usize, stats: PartialEpoch) -> Result<(), String> {
+    fn end_epoch(&mut self, epoch: usize, stats: PartialEpoch) -> Result<()> {
         let cfg = self.cfg;
         let total = cfg.total_epochs();
         let t_eval = Instant::now();
@@ -1096,6 +1227,7 @@ impl<'a> Trainer<'a> {
             lr: cfg.schedule.lr_for(cfg.optimizer.lr, epoch, 0, self.nb),
             images_per_s: stats.seen as f64 / stats.seconds.max(1e-9),
             seconds: 0.0,
+            finished_at: 0,
         };
         if do_eval {
             if let Some(w) = self.world.clone().filter(|_| self.ranks > 1) {
@@ -1111,6 +1243,10 @@ impl<'a> Trainer<'a> {
                 cfg.train.max_batches,
                 true,
                 self.world.as_deref().filter(|_| self.ranks > 1),
+                self.opts
+                    .progress
+                    .then(|| format!("eval {}/{total}", epoch + 1))
+                    .as_deref(),
             )?;
             rec.eval_loss = ev.loss;
             rec.eval_top1 = ev.top1;
@@ -1119,16 +1255,27 @@ impl<'a> Trainer<'a> {
             if self.rank == 0 {
                 self.dir.write_energy(epoch, &rep)?;
             }
-            if self.opts.verbose {
+            if self.opts.energy_table_each_eval {
                 print!("{}", rep.table());
+            } else if self.opts.verbose {
+                println!("{}", rep.summary_line());
             }
             self.energy = Some(rep);
         }
         rec.seconds = stats.seconds + t_eval.elapsed().as_secs_f64();
+        rec.finished_at = crate::rundir::unix_now();
         if self.opts.verbose {
+            let eval = if rec.eval_top1.is_finite() {
+                format!(
+                    "eval loss {:.4} top-1 {:.2}% top-5 {:.2}%",
+                    rec.eval_loss, rec.eval_top1, rec.eval_top5
+                )
+            } else {
+                "(no eval this epoch)".into()
+            };
             println!(
-                "epoch {:>3}/{total}  train loss {:.4} top-1 {:.2}%  eval loss {:.4} top-1 {:.2}% top-5 {:.2}%  lr {:.3e}  {:.1} img/s  {:.1}s",
-                epoch + 1, rec.train_loss, rec.train_top1, rec.eval_loss, rec.eval_top1, rec.eval_top5, rec.lr, rec.images_per_s, rec.seconds
+                "epoch {:>3}/{total}  train loss {:.4} top-1 {:.2}%  {eval}  lr {:.3e}  {:.1} img/s  {:.1}s",
+                epoch + 1, rec.train_loss, rec.train_top1, rec.lr, rec.images_per_s, rec.seconds
             );
         }
         self.history.push(rec.clone());
@@ -1136,7 +1283,13 @@ impl<'a> Trainer<'a> {
             self.dir.append_epoch(&rec)?;
             self.dir.write_summary(&self.history)?;
             if cfg.train.plot {
-                crate::plot::draw_curves(&self.history, total, &self.dir.curves())?;
+                let name = self
+                    .dir
+                    .root()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                crate::plot::draw_curves(&self.history, total, &name, &self.dir.curves())?;
             }
         }
         let improved = rec.eval_top1.is_finite() && rec.eval_top1 > self.best;
@@ -1167,12 +1320,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// `last` with the position inside the epoch.
-    fn save_mid_epoch(
-        &mut self,
-        epoch: usize,
-        done: usize,
-        stats: PartialEpoch,
-    ) -> Result<(), String> {
+    fn save_mid_epoch(&mut self, epoch: usize, done: usize, stats: PartialEpoch) -> Result<()> {
         if self.rank > 0 {
             return Ok(());
         }
@@ -1183,7 +1331,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// `last`, and `best`, `best_weights` and `epoch_NNNN` when due.
-    fn save_epoch_end(&mut self, epochs_done: usize, improved: bool) -> Result<(), String> {
+    fn save_epoch_end(&mut self, epochs_done: usize, improved: bool) -> Result<()> {
         if self.rank > 0 {
             return Ok(());
         }
@@ -1193,8 +1341,7 @@ impl<'a> Trainer<'a> {
         self.last_checkpoint_at = Instant::now();
         if improved {
             checkpoint::copy(&last, &self.dir.best_checkpoint())?;
-            statten_core::checkpoint::save_reference(self.model(), &self.dir.best_weights())
-                .map_err(|e| e.to_string())?;
+            statten_core::checkpoint::save_reference(self.model(), &self.dir.best_weights())?;
         }
         let every = self.cfg.train.checkpoint_every;
         if every > 0 && epochs_done.is_multiple_of(every) {
@@ -1244,32 +1391,39 @@ impl burn::module::ModuleMapper for RestoreBuffers {
 }
 
 /// Train as configured (see [`Trainer`]).
-pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary, String> {
+pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     Trainer::setup(cfg, opts)?.run()
 }
 
-/// Evaluate a checkpoint (statten or reference weights) on the config's test split.
-pub fn eval_checkpoint(cfg: &RunConfig, ckpt: &Path) -> Result<(EvalResult, EnergyReport), String> {
+/// Evaluate a checkpoint (a statten checkpoint, or reference weights `.safetensors`/`.pth`) on
+/// `split` of the config's dataset (eval transforms), with a progress bar when `progress`.
+pub fn eval_checkpoint(
+    cfg: &RunConfig,
+    ckpt: &Path,
+    split: Split,
+    progress: bool,
+) -> Result<(EvalResult, EnergyReport)> {
     let base = device_from_name(&cfg.train.device)?;
     probe_device(&cfg.train.device, &base)?;
-    let mut model = cfg.model.init(&base).map_err(|e| e.to_string())?;
+    let mut model = cfg.model.init(&base)?;
     if checkpoint::read_meta(ckpt).is_ok() {
         checkpoint::load(ckpt, &mut model, None, &base)?;
     } else {
-        statten_core::checkpoint::load_reference(&mut model, ckpt).map_err(|e| e.to_string())?;
+        statten_core::checkpoint::load_reference(&mut model, ckpt)?;
     }
-    let test = cfg
-        .data
-        .build(Split::Test, cfg.model.time_steps)
-        .map_err(|e| e.to_string())?;
-    check_classes(&*test, "test", cfg)?;
+    let name = match split {
+        Split::Train => "train",
+        Split::Test => "test",
+    };
+    let ds = cfg.data.build_eval(split, cfg.model.time_steps)?;
+    check_classes(&*ds, name, cfg)?;
     let bs = if cfg.train.eval_batch_size > 0 {
         cfg.train.eval_batch_size
     } else {
         cfg.train.batch_size
     };
     let loader = Loader::new(
-        test,
+        ds,
         LoaderConfig {
             batch_size: bs,
             shuffle: false,
@@ -1278,13 +1432,15 @@ pub fn eval_checkpoint(cfg: &RunConfig, ckpt: &Path) -> Result<(EvalResult, Ener
             ..Default::default()
         },
     );
-    let ev = evaluate(
+    let ev = evaluate_sharded(
         &model,
         &loader,
         cfg.model.time_steps,
         &base,
         cfg.train.max_batches,
         true,
+        None,
+        progress.then(|| format!("eval {name}")).as_deref(),
     )?;
     let rep = ev.rates.report(&cfg.model, 0);
     Ok((ev, rep))
@@ -1460,7 +1616,8 @@ mod tests {
         let x: Tensor<4> = Tensor::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &dev);
         // A plain clone shares the running-state cells: its forward moves the main model's.
         let replica = detached_replica(&model, &dev);
-        let out = replica.forward(Input::Static(x.clone()).encode(1), &mut Monitor::disabled());
+        let out =
+            replica.forward_monitored(Input::Static(x.clone()).encode(1), &mut Monitor::disabled());
         assert!(out.clone().sum().into_scalar::<f32>().is_finite());
         assert_eq!(
             running_stats(&model),
@@ -1482,7 +1639,7 @@ mod tests {
         model.visit(&mut Count(&grads, &mut n));
         assert!(n > 10, "only {n} parameters have gradients");
         let plain = model.clone();
-        let _ = plain.forward(Input::Static(x).encode(1), &mut Monitor::disabled());
+        let _ = plain.forward_monitored(Input::Static(x).encode(1), &mut Monitor::disabled());
         assert_ne!(
             running_stats(&model),
             before,
