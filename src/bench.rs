@@ -15,7 +15,7 @@
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
-use statten_core::attention::{statten_core, AttentionKind, MsAttentionConfig};
+use statten_core::attention::{statten_core, MsAttentionConfig};
 use statten_core::models::{Input, ModelConfig};
 use statten_core::neuron::NeuronConfig;
 use statten_core::Monitor;
@@ -67,16 +67,7 @@ pub fn statten_block(device: &Device) -> Iteration {
     let ad = device.clone().autodiff();
     let attn = MsAttentionConfig {
         dim: 512,
-        num_heads: 8,
-        kind: AttentionKind::Statten,
-        chunk_size: 2,
-        time_steps: 4,
-        grid_h: 8,
-        dvs: false,
-        neuron: NeuronConfig::default(),
-        attn_v_threshold: 0.5,
-        scale: None,
-        sdsa_pool_q: true,
+        ..Default::default()
     }
     .init("block.0.attn", &ad)
     .expect("valid block");

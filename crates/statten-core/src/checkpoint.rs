@@ -5,6 +5,26 @@
 //! weights are transposed (PyTorch stores `[out, in]`), half-precision tensors are cast to f32.
 //! Missing keys, unexpected keys and shape mismatches are errors that name the key.
 //! `num_batches_tracked` entries are accepted and ignored on load, and written on export.
+//!
+//! ```
+//! use statten_core::burn::tensor::Device;
+//! use statten_core::checkpoint::{load_reference, save_reference};
+//! use statten_core::ModelConfig;
+//!
+//! let device = Device::flex();
+//! let mut cfg = ModelConfig::preset("cifar10-2-256")?;
+//! (cfg.depth, cfg.embed_dim, cfg.num_heads) = (1, 32, 4);
+//! let trained = cfg.init(&device)?;
+//! // Reference weights: a `state_dict` as .safetensors (or a PyTorch .pth with the `pytorch`
+//! // feature), here written by statten itself under the reference's key names.
+//! let path = std::env::temp_dir().join(format!("statten-doc-{}.safetensors", std::process::id()));
+//! save_reference(&trained, &path)?;
+//! let mut model = cfg.init(&device)?;
+//! let report = load_reference(&mut model, &path)?;
+//! assert!(report.applied > 0); // every tensor of the file found its parameter or buffer
+//! # std::fs::remove_file(&path).unwrap();
+//! # Ok::<(), statten_core::Error>(())
+//! ```
 
 use std::path::Path;
 

@@ -167,6 +167,15 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
+/// A panel: caption, y-axis title, curves, y range and legend position.
+type Panel<'a> = (
+    &'a str,
+    &'a str,
+    &'a [Line],
+    (f64, f64),
+    SeriesLabelPosition,
+);
+
 /// One curve of a panel.
 struct Line {
     label: String,
@@ -271,7 +280,7 @@ fn draw(runs: &[Curves], epochs: f64, title: &str, path: &Path) -> Result<(), St
             .map_err(|e| err(&e))?;
         let panels = root.split_evenly((1, 3));
         let x_max = epochs.max(2.0);
-        let specs: [(&str, &str, &[Line], (f64, f64), SeriesLabelPosition); 3] = [
+        let specs: [Panel; 3] = [
             (
                 "loss",
                 "loss",
