@@ -668,13 +668,7 @@ fn dry_run_report(source: &ConfigSource, cfg: &RunConfig) -> Result<(), String> 
             // Under mixup the last incomplete batch is dropped (mixup pairs samples).
             Split::Train if cfg.mixup().active() => ds.len() / cfg.train.batch_size.max(1),
             Split::Train => ds.len().div_ceil(cfg.train.batch_size.max(1)),
-            Split::Test => ds.len().div_ceil(
-                match cfg.train.eval_batch_size {
-                    0 => cfg.train.batch_size,
-                    b => b,
-                }
-                .max(1),
-            ),
+            Split::Test => ds.len().div_ceil(cfg.train.eval_batch().max(1)),
         };
         println!(
             "{:<17} {} samples, {} batches",

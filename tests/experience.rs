@@ -5,8 +5,7 @@
 #[macro_use]
 mod common;
 
-use std::path::Path;
-use std::process::Command;
+use common::statten_in;
 
 const CFG: &str = concat!(
     tiny_fmnist_model!(),
@@ -26,21 +25,6 @@ eval_interval = 2
 log_every = 2
 "#
 );
-
-/// `statten ARGS` run in `dir`.
-fn statten_in(dir: &Path, args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_statten"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run statten");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
-}
 
 #[test]
 fn recipes_are_compiled_in_and_found_by_name_anywhere() {

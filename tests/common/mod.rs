@@ -63,8 +63,14 @@ pub fn check_parity(name: &str, device: burn::tensor::Device) {
 
 /// Run the `statten` binary; returns (success, stdout + stderr).
 pub fn statten(args: &[&str]) -> (bool, String) {
+    statten_in(std::path::Path::new("."), args)
+}
+
+/// [`statten`] with `dir` as the working directory.
+pub fn statten_in(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_statten"))
         .args(args)
+        .current_dir(dir)
         .output()
         .expect("run statten");
     let text = format!(

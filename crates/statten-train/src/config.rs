@@ -106,6 +106,16 @@ pub struct TrainConfig {
     pub log_every: usize,
 }
 
+impl TrainConfig {
+    /// The evaluation batch: `eval_batch_size`, or `batch_size` when that is 0.
+    pub fn eval_batch(&self) -> usize {
+        match self.eval_batch_size {
+            0 => self.batch_size,
+            b => b,
+        }
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {

@@ -784,11 +784,7 @@ impl<'a> Trainer<'a> {
                 on_error: cfg.data.on_error,
             },
         );
-        let eval_bs = if cfg.train.eval_batch_size > 0 {
-            cfg.train.eval_batch_size
-        } else {
-            cfg.train.batch_size
-        };
+        let eval_bs = cfg.train.eval_batch();
         let test_loader = Loader::new(
             test_ds,
             LoaderConfig {
@@ -1417,11 +1413,7 @@ pub fn eval_checkpoint(
     };
     let ds = cfg.data.build_eval(split, cfg.model.time_steps)?;
     check_classes(&*ds, name, cfg)?;
-    let bs = if cfg.train.eval_batch_size > 0 {
-        cfg.train.eval_batch_size
-    } else {
-        cfg.train.batch_size
-    };
+    let bs = cfg.train.eval_batch();
     let loader = Loader::new(
         ds,
         LoaderConfig {
