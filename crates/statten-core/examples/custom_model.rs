@@ -102,7 +102,7 @@ fn main() -> statten_core::Result<()> {
         .unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
     let images = read_idx(&dir.join("train-images-idx3-ubyte.gz"), 16);
     let labels = read_idx(&dir.join("train-labels-idx1-ubyte.gz"), 8);
-    let (n_img, batch, steps) = (28 * 28, 32, 30);
+    let (n_img, batch, steps) = (28 * 28, 64, 150);
 
     let device = Device::flex().autodiff();
     device.seed(7);
@@ -132,8 +132,8 @@ fn main() -> statten_core::Result<()> {
             .mean();
         let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = opt.step(2e-3, model, grads);
-        if step % 5 == 0 || step + 1 == steps {
+        model = opt.step(5e-3, model, grads);
+        if step % 25 == 0 || step + 1 == steps {
             println!(
                 "step {:>2}/{steps}  loss {value:.4}  batch accuracy {:>3.0} %",
                 step + 1,
