@@ -13,7 +13,10 @@ fn main() {
         println!("cargo::rustc-cfg=statten_skip_wgpu");
     }
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    // At run time, not `env!`: a build script compiled for one checkout is reused by another
+    // that shares the target directory.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("configs");
     println!("cargo::rerun-if-changed={}", dir.display());
     let mut names: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
         .expect("configs/ beside Cargo.toml")
