@@ -218,6 +218,23 @@ fn zero_conv_bias(mut conv: Conv2d) -> Conv2d {
     conv
 }
 
+/// `conv.forward(x)`, through [`crate::conv::same_conv`] where it applies (f32 on flex, stride
+/// 1, padding `k/2`): the same output, bit for bit, with a backward made of two large matrix
+/// products instead of Burn's swapped-axes convolution (see [`crate::conv`]).
+pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if !crate::conv::same_conv_supported(conv, &x) {
+        return conv.forward(x);
+    }
+    let y = crate::conv::same_conv(x, conv.weight.val());
+    match &conv.bias {
+        Some(b) => {
+            let co = b.dims()[0];
+            y + b.val().reshape([1, co, 1, 1])
+        }
+        None => y,
+    }
+}
+
 /// A 1×1, stride-1, unpadded convolution computed as one 2-D matmul over all `N·H·W` positions
 /// (`[N·H·W, C] · Wᵀ`). The parameters stay those of the `Conv2d` (reference key names and
 /// layout). On flex this is 1.8× faster than the convolution kernel for fwd+bwd of a

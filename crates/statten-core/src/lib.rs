@@ -62,6 +62,7 @@
 
 pub mod attention;
 pub mod checkpoint;
+pub mod conv;
 pub mod error;
 pub mod layers;
 pub mod models;

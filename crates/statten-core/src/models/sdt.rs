@@ -10,7 +10,8 @@ use super::ModelConfig;
 use crate::attention::{MsAttention, MsAttentionConfig};
 use crate::error::Result;
 use crate::layers::{
-    conv2d, linear_torch_default, max_pool_3s2, merged, pointwise_conv, TorchBatchNorm,
+    conv2d, conv_forward, linear_torch_default, max_pool_3s2, merged, pointwise_conv,
+    TorchBatchNorm,
 };
 use crate::monitor::Monitor;
 use crate::neuron::{MultiStepNeuron, NeuronConfig};
@@ -92,7 +93,7 @@ impl SdtSps {
         ];
         let mut x = x;
         for (i, (conv, bn, lif)) in stages.into_iter().enumerate() {
-            x = merged(x, |z| bn.forward(conv.forward(z)));
+            x = merged(x, |z| bn.forward(conv_forward(conv, z)));
             x = lif.forward_monitored(x, m);
             if self.pooling[i] {
                 x = merged(x, max_pool_3s2);
@@ -101,7 +102,7 @@ impl SdtSps {
         // Stage 4: the pool acts on the real-valued BN output, before the LIF.
         let pool4 = self.pooling[3];
         let x_feat = merged(x, |z| {
-            let y = self.proj_bn3.forward(self.proj_conv3.forward(z));
+            let y = self.proj_bn3.forward(conv_forward(&self.proj_conv3, z));
             if pool4 {
                 max_pool_3s2(y)
             } else {
@@ -109,7 +110,7 @@ impl SdtSps {
             }
         });
         let s = self.proj_lif3.forward_monitored(x_feat.clone(), m);
-        let rpe = merged(s, |z| self.rpe_bn.forward(self.rpe_conv.forward(z)));
+        let rpe = merged(s, |z| self.rpe_bn.forward(conv_forward(&self.rpe_conv, z)));
         rpe + x_feat
     }
 }

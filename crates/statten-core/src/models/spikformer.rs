@@ -9,7 +9,8 @@ use super::ModelConfig;
 use crate::attention::{linear_bn_tokens, SsaAttention, SsaAttentionConfig};
 use crate::error::Result;
 use crate::layers::{
-    conv2d_torch_default, linear_trunc_normal, max_pool_3s2, merged, TorchBatchNorm, UnusedNorm,
+    conv2d_torch_default, conv_forward, linear_trunc_normal, max_pool_3s2, merged, TorchBatchNorm,
+    UnusedNorm,
 };
 use crate::monitor::Monitor;
 use crate::neuron::MultiStepNeuron;
@@ -93,14 +94,14 @@ impl SpikformerSps {
         ];
         let mut x = x;
         for (i, (conv, bn, lif)) in stages.into_iter().enumerate() {
-            x = merged(x, |z| bn.forward(conv.forward(z)));
+            x = merged(x, |z| bn.forward(conv_forward(conv, z)));
             x = lif.forward_monitored(x, m);
             if self.pooling[i] {
                 x = merged(x, max_pool_3s2);
             }
         }
         let x_feat = x.clone();
-        let r = merged(x, |z| self.rpe_bn.forward(self.rpe_conv.forward(z)));
+        let r = merged(x, |z| self.rpe_bn.forward(conv_forward(&self.rpe_conv, z)));
         let r = self.rpe_lif.forward_monitored(r, m);
         let x = r + x_feat;
         let [t, b, c, h, w] = x.dims();

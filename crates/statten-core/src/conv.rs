@@ -1,0 +1,591 @@
+//! Stride-1, same-padded `k×k` convolutions on CPU whose backward is two large matrix products.
+//!
+//! Burn's CPU backend computes a convolution's weight gradient as another convolution with batch
+//! and channels swapped: for a 3×3 layer that is a product with only 9 output columns per input
+//! channel, which runs in gemm's one-row edge kernel (a fifth of a CIFAR-10 training step's
+//! time), behind a strided copy of the whole input. Its input gradient is a transposed
+//! convolution. This operator keeps Burn's forward (so outputs are bit-equal to
+//! `Conv2d::forward`) and replaces the backward: for a chunk of samples at a time,
+//!
+//! - `cols [C·k·k, P]` (im2col of the saved input; `P` = positions in the chunk) and the output
+//!   gradient as `dY [Co, P]`;
+//! - `dW += dY · colsᵀ`, one product of shape `Co × C·k·k × P`;
+//! - `dcols = Wᵀ · dY`, then col2im adds each column back into `dx` (skipped when the input
+//!   needs no gradient, as for the first layer).
+//!
+//! Chunks hold about 4 M floats of columns, so the extra memory is bounded (16 MB) whatever the
+//! batch. Every sum has a fixed order: results do not depend on the thread count.
+//!
+//! Backends: `Flex` and `Autodiff` over it; other devices use Burn's `Conv2d::forward`
+//! ([`same_conv_supported`] tells which).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Backend, Dispatch, DispatchTensorKind};
+use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// A stride-1 convolution with zero padding `k/2` on every side (`k` odd), no bias, one group.
+#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+pub trait SameConvOps: Backend {
+    /// `conv(x, weight)`: `x [N, C, H, W]`, `weight [Co, C, k, k]`, output `[N, Co, H, W]`.
+    fn same_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `(dL/dx, dL/dweight)` from `grad = dL/dy`. `dL/dx` is computed only when `need_x` (else a
+    /// one-element zero tensor). `chunk` is the number of samples per chunk (0: chosen from the
+    /// shapes).
+    fn same_conv_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        need_x: bool,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Whether `conv` applied to `x` can run as [`same_conv`]: `x` is f32 on flex (autodiff or not)
+/// and `conv` has stride 1, dilation 1, one group and a square odd kernel with padding `k/2`.
+pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
+    fn kind_supported(kind: &DispatchTensorKind) -> bool {
+        match kind {
+            #[cfg(feature = "flex")]
+            DispatchTensorKind::Flex(_) => true,
+            DispatchTensorKind::Autodiff(inner) => kind_supported(inner),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    let [kh, kw] = conv.kernel_size;
+    let p = kh / 2;
+    let padded = match conv.padding {
+        PaddingConfig2d::Same => true,
+        PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r] == [p; 4],
+        PaddingConfig2d::Valid => kh == 1,
+    };
+    let shape_ok = kh == kw
+        && kh % 2 == 1
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && padded;
+    shape_ok && x.dtype() == DType::F32 && kind_supported(&x.clone().into_dispatch().kind)
+}
+
+/// `conv(x, weight)` through [`SameConvOps`] (see [`same_conv_supported`]); no bias.
+pub fn same_conv(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
+    let out = <Dispatch as SameConvOps>::same_conv(x.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(out)
+}
+
+/// [`SameConvOps::same_conv_backward`] on tensors (for tests and benchmarks).
+pub fn same_conv_backward(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    grad: Tensor<4>,
+    need_x: bool,
+    chunk: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    let (gx, gw) = <Dispatch as SameConvOps>::same_conv_backward(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        grad.into_dispatch(),
+        need_x,
+        chunk,
+    );
+    (Tensor::from_dispatch(gx), Tensor::from_dispatch(gw))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autodiff: the forward saves the input and the weight, as Burn's convolution does.
+
+#[derive(Debug)]
+struct SameConvBackward;
+
+impl<B: SameConvOps> Backward<B, 2> for SameConvBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight) = ops.state;
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (gx, gw) = B::same_conv_backward(x, weight, grad, node_x.is_some(), 0);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, gx);
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, gw);
+        }
+    }
+}
+
+impl<B: SameConvOps, C: CheckpointStrategy> SameConvOps for Autodiff<B, C> {
+    fn same_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = SameConvBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful();
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                let weight = weight.into_primitive();
+                let y = B::same_conv(x.clone(), weight.clone());
+                prep.finish((x, weight), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::same_conv(x.into_primitive(), weight.into_primitive()))
+            }
+        }
+    }
+
+    fn same_conv_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        need_x: bool,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (gx, gw) = B::same_conv_backward(
+            x.into_primitive(),
+            weight.into_primitive(),
+            grad.into_primitive(),
+            need_x,
+            chunk,
+        );
+        let lift = <Autodiff<B> as burn::backend::AutodiffBackend>::from_inner;
+        (lift(gx), lift(gw))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flex kernels.
+
+#[cfg(feature = "flex")]
+/// Columns per chunk, in floats (16 MB).
+const CHUNK_FLOATS: usize = 1 << 22;
+
+#[cfg(feature = "flex")]
+/// Samples per chunk: as many as keep `C·k·k × P` within [`CHUNK_FLOATS`], at least one.
+fn samples_per_chunk(n: usize, col_rows: usize, hw: usize) -> usize {
+    (CHUNK_FLOATS / (col_rows * hw).max(1)).clamp(1, n.max(1))
+}
+
+#[cfg(feature = "flex")]
+/// The geometry of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    c: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+}
+
+#[cfg(feature = "flex")]
+impl Geom {
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    fn col_rows(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    /// Output columns `ow` whose input column `ow + kw − p` is inside the image.
+    fn valid(&self, kx: usize, extent: usize) -> (usize, usize) {
+        let p = self.k / 2;
+        let lo = p.saturating_sub(kx);
+        let hi = (extent + p).saturating_sub(kx).min(extent);
+        (lo, hi.max(lo))
+    }
+}
+
+#[cfg(feature = "flex")]
+/// im2col of samples `n0..n0 + nb` of `x [N, C, H, W]` into `cols [C·k·k, nb·H·W]` (row
+/// `(ci, kh, kw)`, column `(n, oh, ow)`), zero where the window leaves the image.
+fn im2col(x: &[f32], g: Geom, n0: usize, nb: usize, cols: &mut [f32]) {
+    use rayon::prelude::*;
+    let (hw, p, k) = (g.hw(), g.k / 2, g.k);
+    let plen = nb * hw;
+    cols[..g.col_rows() * plen]
+        .par_chunks_mut(plen)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (ci, kh, kw) = (row / (k * k), (row / k) % k, row % k);
+            let (w_lo, w_hi) = g.valid(kw, g.w);
+            for n in 0..nb {
+                let plane = &x[((n0 + n) * g.c + ci) * hw..][..hw];
+                for oh in 0..g.h {
+                    let dst = &mut out[n * hw + oh * g.w..][..g.w];
+                    let ih = oh + kh;
+                    if ih < p || ih - p >= g.h {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[(ih - p) * g.w..][..g.w];
+                    dst[..w_lo].fill(0.0);
+                    dst[w_hi..].fill(0.0);
+                    // Input column of output column ow: ow + kw − p.
+                    dst[w_lo..w_hi].copy_from_slice(&src[w_lo + kw - p..w_hi + kw - p]);
+                }
+            }
+        });
+}
+
+#[cfg(feature = "flex")]
+/// Adds `dcols [C·k·k, nb·H·W]` back into samples `n0..n0 + nb` of `dx [N, C, H, W]` (the
+/// adjoint of [`im2col`]); each channel sums its `k·k` rows in order.
+fn col2im(dcols: &[f32], g: Geom, n0: usize, nb: usize, dx: &mut [f32]) {
+    use rayon::prelude::*;
+    let (hw, p, k) = (g.hw(), g.k / 2, g.k);
+    let plen = nb * hw;
+    let ptr = SendPtr(dx.as_mut_ptr());
+    (0..g.c).into_par_iter().for_each(|ci| {
+        let ptr = ptr;
+        for n in 0..nb {
+            // SAFETY: each task writes the planes of its own channel only.
+            let plane = unsafe { ptr.slice(((n0 + n) * g.c + ci) * hw, hw) };
+            for kh in 0..k {
+                for kw in 0..k {
+                    let row = &dcols[(ci * k * k + kh * k + kw) * plen + n * hw..][..hw];
+                    let (w_lo, w_hi) = g.valid(kw, g.w);
+                    for oh in 0..g.h {
+                        let ih = oh + kh;
+                        if ih < p || ih - p >= g.h {
+                            continue;
+                        }
+                        let src = &row[oh * g.w + w_lo..oh * g.w + w_hi];
+                        let dst = &mut plane[(ih - p) * g.w + w_lo + kw - p..][..src.len()];
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d += *s;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(feature = "flex")]
+/// Copies samples `n0..n0 + nb` of `grad [N, Co, H, W]` into `dy [Co, nb·H·W]`.
+fn gather_grad(grad: &[f32], g: Geom, n0: usize, nb: usize, dy: &mut [f32]) {
+    use rayon::prelude::*;
+    let hw = g.hw();
+    dy[..g.co * nb * hw]
+        .par_chunks_mut(nb * hw)
+        .enumerate()
+        .for_each(|(co, out)| {
+            for n in 0..nb {
+                out[n * hw..][..hw].copy_from_slice(&grad[((n0 + n) * g.co + co) * hw..][..hw]);
+            }
+        });
+}
+
+#[cfg(feature = "flex")]
+/// A raw pointer that may cross threads; each task writes a disjoint set of indices.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+#[cfg(feature = "flex")]
+unsafe impl Send for SendPtr {}
+#[cfg(feature = "flex")]
+unsafe impl Sync for SendPtr {}
+
+#[cfg(feature = "flex")]
+impl SendPtr {
+    /// # Safety
+    /// In bounds, and no other live slice overlaps them.
+    unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+
+#[cfg(feature = "flex")]
+/// A row-major matrix view for [`matmul`]: element `(i, j)` at `i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+#[cfg(feature = "flex")]
+/// `dst [m, n] (row-major) = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`.
+fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
+    assert!(dst.len() >= m * n);
+    let parallelism = if m * n * k >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the views cover `m × k` and `k × n` elements of live buffers (checked by the
+    // callers' shapes), `dst` covers `m × n`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(feature = "flex")]
+/// The backward of a same convolution on plain buffers: `(dx, dw)`; `dx` is empty unless
+/// `need_x`.
+fn backward_f32(
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    g: Geom,
+    n: usize,
+    need_x: bool,
+    chunk: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (hw, kr) = (g.hw(), g.col_rows());
+    let nb_max = if chunk == 0 {
+        samples_per_chunk(n, kr, hw)
+    } else {
+        chunk.min(n).max(1)
+    };
+    let mut cols = vec![0f32; kr * nb_max * hw];
+    let mut dy = vec![0f32; g.co * nb_max * hw];
+    let mut dcols = if need_x {
+        vec![0f32; kr * nb_max * hw]
+    } else {
+        Vec::new()
+    };
+    let mut dw = vec![0f32; g.co * kr];
+    let mut dx = if need_x {
+        vec![0f32; n * g.c * hw]
+    } else {
+        Vec::new()
+    };
+    let mut n0 = 0;
+    while n0 < n {
+        let nb = nb_max.min(n - n0);
+        let plen = (nb * hw) as isize;
+        gather_grad(grad, g, n0, nb, &mut dy);
+        im2col(x, g, n0, nb, &mut cols);
+        // dW [Co, K] += dY [Co, P] · colsᵀ [P, K].
+        let dy_view = Mat {
+            ptr: dy.as_ptr(),
+            rs: plen,
+            cs: 1,
+        };
+        let cols_t = Mat {
+            ptr: cols.as_ptr(),
+            rs: 1,
+            cs: plen,
+        };
+        matmul(&mut dw, g.co, kr, nb * hw, dy_view, cols_t, n0 > 0);
+        if need_x {
+            // dcols [K, P] = Wᵀ [K, Co] · dY [Co, P].
+            let w_t = Mat {
+                ptr: weight.as_ptr(),
+                rs: 1,
+                cs: kr as isize,
+            };
+            matmul(&mut dcols, kr, nb * hw, g.co, w_t, dy_view, false);
+            col2im(&dcols, g, n0, nb, &mut dx);
+        }
+        n0 += nb;
+    }
+    (dx, dw)
+}
+
+#[cfg(feature = "flex")]
+mod flex_impl {
+    use super::*;
+    use burn::backend::ops::{ConvOptions, ModuleOps};
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+    use burn_flex::FlexTensor;
+
+    fn contiguous_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+        assert_eq!(t.dtype(), DType::F32, "the same-conv kernel runs on f32");
+        match t.as_slice::<f32>() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
+        }
+    }
+
+    fn dims4(t: &FlexTensor) -> [usize; 4] {
+        let s = t.layout().shape();
+        assert_eq!(s.num_dims(), 4, "the same-conv kernel takes 4-D tensors");
+        [s[0], s[1], s[2], s[3]]
+    }
+
+    impl SameConvOps for Flex {
+        fn same_conv(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+            let p = dims4(&weight)[2] / 2;
+            let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+            <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options)
+        }
+
+        fn same_conv_backward(
+            x: FlexTensor,
+            weight: FlexTensor,
+            grad: FlexTensor,
+            need_x: bool,
+            chunk: usize,
+        ) -> (FlexTensor, FlexTensor) {
+            let [n, c, h, w] = dims4(&x);
+            let [co, ci, k, k2] = dims4(&weight);
+            assert!(
+                ci == c && k == k2 && k % 2 == 1,
+                "same conv: weight {:?} does not fit input {:?}",
+                [co, ci, k, k2],
+                [n, c, h, w]
+            );
+            assert_eq!(
+                dims4(&grad),
+                [n, co, h, w],
+                "same conv: output gradient shape"
+            );
+            let g = Geom { c, co, h, w, k };
+            let xs = contiguous_f32(&x);
+            let ws = contiguous_f32(&weight);
+            let gs = contiguous_f32(&grad);
+            let (dx, dw) = backward_f32(&xs, &ws, &gs, g, n, need_x, chunk);
+            let dx = if need_x {
+                FlexTensor::from_data(TensorData::new(dx, vec![n, c, h, w]))
+            } else {
+                FlexTensor::from_data(TensorData::new(vec![0f32], vec![1, 1, 1, 1]))
+            };
+            let dw = FlexTensor::from_data(TensorData::new(dw, vec![co, c, k, k]));
+            (dx, dw)
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::layers::conv2d;
+    use burn::tensor::Distribution;
+
+    fn max_rel(a: &Tensor<4>, b: &Tensor<4>) -> f32 {
+        let a = a.to_data().try_to_vec::<f32>().unwrap();
+        let b = b.to_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a.len(), b.len(), "lengths differ");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / scale)
+            .fold(
+                0f32,
+                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+            )
+    }
+
+    /// Forward bit-equal to `Conv2d::forward`, gradients equal to Burn's to rounding, for
+    /// spike-like and real-valued inputs, 1×1 / 3×3 / 5×5 kernels, one chunk or several.
+    #[test]
+    fn same_conv_matches_burn_conv() {
+        let device = Device::flex().autodiff();
+        for (k, c, co, h, w) in [
+            (3, 5, 4, 7, 6),
+            (3, 2, 8, 4, 4),
+            (1, 6, 3, 5, 5),
+            (5, 3, 2, 6, 7),
+        ] {
+            let conv = conv2d(c, co, k, false, &device);
+            let x = Tensor::<4>::random([3, c, h, w], Distribution::Bernoulli(0.3), &device)
+                .require_grad();
+            assert!(same_conv_supported(&conv, &x));
+            let ours = same_conv(x.clone(), conv.weight.val());
+            let burn = conv.forward(x.clone());
+            assert_eq!(
+                ours.to_data().try_to_vec::<f32>().unwrap(),
+                burn.to_data().try_to_vec::<f32>().unwrap(),
+                "forward k={k}"
+            );
+            let r = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let g1 = (ours * r.clone()).sum().backward();
+            let g2 = (burn * r.clone()).sum().backward();
+            let dx1 = x.grad(&g1).unwrap();
+            let dx2 = x.grad(&g2).unwrap();
+            let dw1 = conv.weight.grad(&g1).unwrap();
+            let dw2 = conv.weight.grad(&g2).unwrap();
+            assert!(
+                max_rel(&dx1, &dx2) < 1e-5,
+                "dx k={k}: {}",
+                max_rel(&dx1, &dx2)
+            );
+            assert!(
+                max_rel(&dw1, &dw2) < 1e-5,
+                "dw k={k}: {}",
+                max_rel(&dw1, &dw2)
+            );
+
+            // Chunks of one and two samples give the single chunk's result to rounding.
+            let xi = x.clone().inner();
+            let wi = conv.weight.val().inner();
+            let ri = r.inner();
+            let (dx_all, dw_all) = same_conv_backward(xi.clone(), wi.clone(), ri.clone(), true, 0);
+            for chunk in [1, 2] {
+                let (dxc, dwc) =
+                    same_conv_backward(xi.clone(), wi.clone(), ri.clone(), true, chunk);
+                assert!(max_rel(&dxc, &dx_all) < 1e-6, "dx chunk {chunk}");
+                assert!(max_rel(&dwc, &dw_all) < 1e-5, "dw chunk {chunk}");
+            }
+            let (none, dw_only) = same_conv_backward(xi, wi, ri, false, 0);
+            assert_eq!(none.dims(), [1, 1, 1, 1]);
+            assert_eq!(
+                dw_only.to_data().try_to_vec::<f32>().unwrap(),
+                dw_all.to_data().try_to_vec::<f32>().unwrap()
+            );
+        }
+    }
+
+    /// The first layer's input needs no gradient: the weight gradient still matches Burn's.
+    #[test]
+    fn same_conv_without_input_gradient() {
+        let device = Device::flex().autodiff();
+        let conv = conv2d(3, 4, 3, false, &device);
+        let x = Tensor::<4>::random([2, 3, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let g1 = same_conv(x.clone(), conv.weight.val()).sum().backward();
+        let g2 = conv.forward(x).sum().backward();
+        let (a, b) = (
+            conv.weight.grad(&g1).unwrap(),
+            conv.weight.grad(&g2).unwrap(),
+        );
+        assert!(max_rel(&a, &b) < 1e-5, "{}", max_rel(&a, &b));
+    }
+
+    /// Strided, dilated, grouped or unevenly padded convolutions are not taken.
+    #[test]
+    fn same_conv_declines_other_convolutions() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Device::flex();
+        let x = Tensor::<4>::zeros([1, 4, 6, 6], &device);
+        let same = |c: Conv2dConfig| same_conv_supported(&c.init(&device), &x);
+        let base = || {
+            Conv2dConfig::new([4, 4], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        };
+        assert!(same(base()));
+        assert!(!same(base().with_stride([2, 2])));
+        assert!(!same(base().with_dilation([2, 2])));
+        assert!(!same(base().with_groups(2)));
+        assert!(!same(Conv2dConfig::new([4, 4], [3, 3])));
+        assert!(!same(Conv2dConfig::new([4, 4], [2, 2])));
+    }
+}
