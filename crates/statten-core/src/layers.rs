@@ -56,7 +56,10 @@ impl TorchBatchNorm {
         if device.is_autodiff() && self.training.is_enabled() {
             let dims = x.dims();
             let n = dims.iter().product::<usize>() / dims[1];
-            let (output, mean, var) = if is_cpu(&device) {
+            let (output, mean, var) = if crate::norm::fused_batch_norm_supported(&x) {
+                // Flex: one operator with its own backward, statistics summed in f64.
+                crate::norm::fused_batch_norm(x, self.weight.val(), self.bias.val(), self.epsilon)
+            } else if is_cpu(&device) {
                 // CPU backends reduce in f32 with sequential sums, which err by ~1e-5 over the
                 // N·H·W elements of a channel: enough to flip membranes 4e-6 from threshold.
                 two_level_batch_norm(x, self.weight.val(), self.bias.val(), self.epsilon)

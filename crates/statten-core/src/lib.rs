@@ -68,6 +68,7 @@ pub mod layers;
 pub mod models;
 pub mod monitor;
 pub mod neuron;
+pub mod norm;
 
 pub use burn;
 pub use error::{Error, Result};

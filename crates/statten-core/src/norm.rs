@@ -1,0 +1,525 @@
+//! Training-mode BatchNorm on CPU as one operator with a hand-written backward.
+//!
+//! As composite tensor operations, BatchNorm keeps two full-size tensors per layer alive for the
+//! backward (the centred input and the normalised one), and moves every element through a
+//! dozen passes, with a layout copy on each side to sum per channel. This operator reads the
+//! `[N, C, S]` input in place, per channel:
+//!
+//! - forward: the mean and the biased variance (two passes, summed in f64 with eight fixed
+//!   lanes: more exact than the two-level f32 sums, and independent of the thread count), then
+//!   `x̂ = (x − μ)·rstd` and `y = x̂·γ + β` in f32 with the composite form's operations;
+//! - backward: `Σdy` and `Σdy·x̂` (f64), then `dx = γ·rstd·(dy − Σdy/M − x̂·Σdy·x̂/M)`,
+//!   `dγ = Σdy·x̂`, `dβ = Σdy`.
+//!
+//! Only `x̂` (one full-size tensor) and the per-channel `rstd` are saved.
+//!
+//! Backends: `Flex` and `Autodiff` over it ([`fused_batch_norm_supported`]); elsewhere
+//! [`crate::layers::TorchBatchNorm`] uses its composite or GPU path.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Backend, Dispatch, DispatchTensorKind};
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// Training-mode BatchNorm over dimension 1 of `[N, C, S]` tensors.
+#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+pub trait FusedBatchNormOps: Backend {
+    /// `(y, x̂, mean [C], biased var [C], rstd [C])`.
+    fn bn_train_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+
+    /// `(dx, dγ, dβ)` from `dy`, the saved `x̂`, `rstd` and `γ`.
+    fn bn_train_backward(
+        grad: FloatTensor<Self>,
+        xhat: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(y, mean, var)`, `y` differentiable with respect to `x`, `γ` and `β`; the statistics
+    /// carry no gradient (they feed the running averages).
+    fn bn_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Whether `x` is f32 on flex (autodiff or not), where [`fused_batch_norm`] runs.
+pub fn fused_batch_norm_supported<const D: usize>(x: &Tensor<D>) -> bool {
+    fn kind_supported(kind: &DispatchTensorKind) -> bool {
+        match kind {
+            #[cfg(feature = "flex")]
+            DispatchTensorKind::Flex(_) => true,
+            DispatchTensorKind::Autodiff(inner) => kind_supported(inner),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    D >= 2 && x.dtype() == DType::F32 && kind_supported(&x.clone().into_dispatch().kind)
+}
+
+/// Training-mode BatchNorm of `x [N, C, ...]` with batch statistics: `(y, mean [C], biased
+/// var [C])`.
+pub fn fused_batch_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    let dims = x.dims();
+    let (n, c) = (dims[0], dims[1]);
+    let s: usize = dims[2..].iter().product();
+    let x3: Tensor<3> = x.reshape([n, c, s]);
+    let (y, mean, var) = <Dispatch as FusedBatchNormOps>::bn_train(
+        x3.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+    );
+    let y: Tensor<3> = Tensor::from_dispatch(y);
+    (
+        y.reshape(dims),
+        Tensor::from_dispatch(mean),
+        Tensor::from_dispatch(var),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autodiff.
+
+#[derive(Debug)]
+struct BnBackward;
+
+impl<B: FusedBatchNormOps> Backward<B, 3> for BnBackward {
+    /// `(x̂, rstd, γ)`.
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (xhat, rstd, gamma) = ops.state;
+        let [node_x, node_g, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (gx, gg, gb) = B::bn_train_backward(grad, xhat, rstd, gamma);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, gx);
+        }
+        if let Some(node) = node_g {
+            grads.register::<B>(node.id, gg);
+        }
+        if let Some(node) = node_b {
+            grads.register::<B>(node.id, gb);
+        }
+    }
+}
+
+fn untracked<B: Backend>(t: FloatTensor<B>) -> FloatTensor<Autodiff<B>> {
+    <Autodiff<B> as burn::backend::AutodiffBackend>::from_inner(t)
+}
+
+impl<B: FusedBatchNormOps, C: CheckpointStrategy> FusedBatchNormOps for Autodiff<B, C> {
+    fn bn_train_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let (y, xhat, mean, var, rstd) = B::bn_train_forward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            eps,
+        );
+        (
+            untracked::<B>(y),
+            untracked::<B>(xhat),
+            untracked::<B>(mean),
+            untracked::<B>(var),
+            untracked::<B>(rstd),
+        )
+    }
+
+    fn bn_train_backward(
+        grad: FloatTensor<Self>,
+        xhat: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (gx, gg, gb) = B::bn_train_backward(
+            grad.into_primitive(),
+            xhat.into_primitive(),
+            rstd.into_primitive(),
+            gamma.into_primitive(),
+        );
+        (untracked::<B>(gx), untracked::<B>(gg), untracked::<B>(gb))
+    }
+
+    fn bn_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = BnBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful();
+        let gamma_inner = gamma.into_primitive();
+        let (y, xhat, mean, var, rstd) = B::bn_train_forward(
+            x.into_primitive(),
+            gamma_inner.clone(),
+            beta.into_primitive(),
+            eps,
+        );
+        let y = match prep {
+            OpsKind::Tracked(prep) => prep.finish((xhat, rstd, gamma_inner), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, untracked::<B>(mean), untracked::<B>(var))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flex kernels: one rayon task per channel.
+
+/// `Σ f(i)` over `0..len` in f64 with eight lanes (a fixed order, so LLVM may vectorise it).
+#[cfg(feature = "flex")]
+#[inline(always)]
+fn sum8(len: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let full = len / 8 * 8;
+    let mut i = 0;
+    while i < full {
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a += f(i + j);
+        }
+        i += 8;
+    }
+    for (j, a) in acc.iter_mut().enumerate().take(len - full) {
+        *a += f(full + j);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+#[cfg(feature = "flex")]
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+#[cfg(feature = "flex")]
+unsafe impl Send for SendPtr {}
+#[cfg(feature = "flex")]
+unsafe impl Sync for SendPtr {}
+
+#[cfg(feature = "flex")]
+impl SendPtr {
+    /// # Safety
+    /// In bounds, and no other live slice overlaps them.
+    unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+
+/// Per-channel statistics and outputs of the forward.
+#[cfg(feature = "flex")]
+struct Forward {
+    y: Vec<f32>,
+    xhat: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    rstd: Vec<f32>,
+}
+
+#[cfg(feature = "flex")]
+fn forward_f32(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    eps: f32,
+) -> Forward {
+    use rayon::prelude::*;
+    let total = n * c * s;
+    let mut y = vec![0f32; total];
+    let mut xhat = vec![0f32; total];
+    let (py, px) = (SendPtr(y.as_mut_ptr()), SendPtr(xhat.as_mut_ptr()));
+    let m = (n * s) as f64;
+    let stats: Vec<(f32, f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (py, px) = (py, px);
+            let slab = |i: usize| &x[(i * c + ch) * s..][..s];
+            let mean64 = (0..n).map(|i| sum8(s, |j| slab(i)[j] as f64)).sum::<f64>() / m;
+            let var64 = (0..n)
+                .map(|i| {
+                    let v = slab(i);
+                    sum8(s, |j| {
+                        let d = v[j] as f64 - mean64;
+                        d * d
+                    })
+                })
+                .sum::<f64>()
+                / m;
+            let (mean, var) = (mean64 as f32, var64 as f32);
+            let rstd = 1.0 / (var + eps).sqrt();
+            let (g, b) = (gamma[ch], beta[ch]);
+            for i in 0..n {
+                let off = (i * c + ch) * s;
+                // SAFETY: this channel's slabs only.
+                let (yo, xo) = unsafe { (py.slice(off, s), px.slice(off, s)) };
+                for ((yv, xv), &v) in yo.iter_mut().zip(xo.iter_mut()).zip(slab(i)) {
+                    let h = (v - mean) * rstd;
+                    *xv = h;
+                    *yv = h * g + b;
+                }
+            }
+            (mean, var, rstd)
+        })
+        .collect();
+    Forward {
+        y,
+        xhat,
+        mean: stats.iter().map(|t| t.0).collect(),
+        var: stats.iter().map(|t| t.1).collect(),
+        rstd: stats.iter().map(|t| t.2).collect(),
+    }
+}
+
+/// `(dx, dγ, dβ)`.
+#[cfg(feature = "flex")]
+fn backward_f32(
+    grad: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    gamma: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
+    let mut dx = vec![0f32; n * c * s];
+    let pd = SendPtr(dx.as_mut_ptr());
+    let m = (n * s) as f64;
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let pd = pd;
+            let g_slab = |i: usize| &grad[(i * c + ch) * s..][..s];
+            let h_slab = |i: usize| &xhat[(i * c + ch) * s..][..s];
+            let sum_dy = (0..n)
+                .map(|i| sum8(s, |j| g_slab(i)[j] as f64))
+                .sum::<f64>();
+            let sum_dyh = (0..n)
+                .map(|i| {
+                    let (g, h) = (g_slab(i), h_slab(i));
+                    sum8(s, |j| g[j] as f64 * h[j] as f64)
+                })
+                .sum::<f64>();
+            let scale = gamma[ch] * rstd[ch];
+            let (a, b) = ((sum_dy / m) as f32, (sum_dyh / m) as f32);
+            for i in 0..n {
+                // SAFETY: this channel's slabs only.
+                let out = unsafe { pd.slice((i * c + ch) * s, s) };
+                for ((o, &g), &h) in out.iter_mut().zip(g_slab(i)).zip(h_slab(i)) {
+                    *o = scale * (g - a - h * b);
+                }
+            }
+            (sum_dyh as f32, sum_dy as f32)
+        })
+        .collect();
+    (
+        dx,
+        sums.iter().map(|t| t.0).collect(),
+        sums.iter().map(|t| t.1).collect(),
+    )
+}
+
+#[cfg(feature = "flex")]
+mod flex_impl {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+    use burn_flex::FlexTensor;
+
+    fn contiguous_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+        assert_eq!(t.dtype(), DType::F32, "the fused BatchNorm runs on f32");
+        match t.as_slice::<f32>() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
+        }
+    }
+
+    fn dims3(t: &FlexTensor) -> [usize; 3] {
+        let s = t.layout().shape();
+        assert_eq!(s.num_dims(), 3, "the fused BatchNorm takes [N, C, S]");
+        [s[0], s[1], s[2]]
+    }
+
+    fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(data, shape))
+    }
+
+    impl FusedBatchNormOps for Flex {
+        fn bn_train_forward(
+            x: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            eps: f64,
+        ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+            let [n, c, s] = dims3(&x);
+            let (xs, gs, bs) = (
+                contiguous_f32(&x),
+                contiguous_f32(&gamma),
+                contiguous_f32(&beta),
+            );
+            assert!(
+                gs.len() == c && bs.len() == c,
+                "BatchNorm: γ/β length is not C = {c}"
+            );
+            let f = forward_f32(&xs, &gs, &bs, n, c, s, eps as f32);
+            let shape = vec![n, c, s];
+            (
+                tensor(f.y, shape.clone()),
+                tensor(f.xhat, shape),
+                tensor(f.mean, vec![c]),
+                tensor(f.var, vec![c]),
+                tensor(f.rstd, vec![c]),
+            )
+        }
+
+        fn bn_train_backward(
+            grad: FlexTensor,
+            xhat: FlexTensor,
+            rstd: FlexTensor,
+            gamma: FlexTensor,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let [n, c, s] = dims3(&xhat);
+            assert_eq!(dims3(&grad), [n, c, s], "BatchNorm: gradient shape");
+            let (g, h) = (contiguous_f32(&grad), contiguous_f32(&xhat));
+            let (r, gm) = (contiguous_f32(&rstd), contiguous_f32(&gamma));
+            let (dx, dg, db) = backward_f32(&g, &h, &r, &gm, n, c, s);
+            (
+                tensor(dx, vec![n, c, s]),
+                tensor(dg, vec![c]),
+                tensor(db, vec![c]),
+            )
+        }
+
+        fn bn_train(
+            x: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            eps: f64,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let (y, _, mean, var, _) = Self::bn_train_forward(x, gamma, beta, eps);
+            (y, mean, var)
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::tensor::module::batch_norm_train;
+    use burn::tensor::Distribution;
+
+    fn max_rel<const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> f32 {
+        let a = a.to_data().try_to_vec::<f32>().unwrap();
+        let b = b.to_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a.len(), b.len(), "lengths differ");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / scale)
+            .fold(
+                0f32,
+                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+            )
+    }
+
+    /// Output, statistics and the three gradients equal Burn's own training BatchNorm to
+    /// rounding, on a 4-D and a 3-D input with a non-zero mean.
+    #[test]
+    fn fused_batch_norm_matches_burn() {
+        let device = Device::flex().autodiff();
+        fn check<const D: usize>(dims: [usize; D], device: &Device) {
+            let c = dims[1];
+            let x =
+                Tensor::<D>::random(dims, Distribution::Normal(0.7, 2.0), device).require_grad();
+            let g =
+                Tensor::<1>::random([c], Distribution::Uniform(0.5, 1.5), device).require_grad();
+            let b = Tensor::<1>::random([c], Distribution::Normal(0.0, 1.0), device).require_grad();
+            assert!(fused_batch_norm_supported(&x));
+            let (y1, m1, v1) = fused_batch_norm(x.clone(), g.clone(), b.clone(), 1e-5);
+            let burn = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+            assert!(max_rel(&y1, &burn.output) < 2e-6, "y {dims:?}");
+            assert!(max_rel(&m1, &burn.mean) < 2e-6, "mean {dims:?}");
+            assert!(max_rel(&v1, &burn.variance) < 2e-6, "var {dims:?}");
+            let r = Tensor::<D>::random(dims, Distribution::Normal(0.0, 1.0), device);
+            let g1 = (y1 * r.clone()).sum().backward();
+            let g2 = (burn.output * r).sum().backward();
+            for (name, a, bb) in [("x", x.grad(&g1).unwrap(), x.grad(&g2).unwrap())] {
+                assert!(
+                    max_rel(&a, &bb) < 1e-5,
+                    "d{name} {dims:?}: {}",
+                    max_rel(&a, &bb)
+                );
+            }
+            for (name, a, bb) in [
+                ("gamma", g.grad(&g1).unwrap(), g.grad(&g2).unwrap()),
+                ("beta", b.grad(&g1).unwrap(), b.grad(&g2).unwrap()),
+            ] {
+                assert!(
+                    max_rel(&a, &bb) < 1e-5,
+                    "d{name} {dims:?}: {}",
+                    max_rel(&a, &bb)
+                );
+            }
+        }
+        check([4, 3, 5, 6], &device);
+        check([7, 5, 9], &device);
+    }
+
+    /// The statistics of 10⁶ values of mean 1000 and spread 1 are exact to f32 rounding
+    /// (a running f32 sum would be off by ~1e-4 in the mean).
+    #[test]
+    fn fused_batch_norm_statistics_are_exact() {
+        let device = Device::flex();
+        let n = 1000;
+        let s = 1000;
+        // x = 1000 + (±1 alternating): mean exactly 1000, variance exactly 1.
+        let data: Vec<f32> = (0..n * s)
+            .map(|i| if i % 2 == 0 { 1001.0 } else { 999.0 })
+            .collect();
+        let x = Tensor::<3>::from_data(TensorData::new(data, [n, 1, s]), &device);
+        let (_, mean, var) = fused_batch_norm(
+            x,
+            Tensor::ones([1], &device),
+            Tensor::zeros([1], &device),
+            1e-5,
+        );
+        assert_eq!(mean.into_scalar::<f32>(), 1000.0);
+        assert_eq!(var.into_scalar::<f32>(), 1.0);
+    }
+}
