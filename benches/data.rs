@@ -15,7 +15,8 @@ use statten_data::transforms::{ImageTransform, ImageTransformConfig};
 use statten_data::Rng;
 
 fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
 }
 
 fn imagenet(c: &mut Criterion) {

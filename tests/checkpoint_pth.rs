@@ -10,8 +10,10 @@ use statten::fixture::Fixture;
 use statten_core::checkpoint::{load_reference, named_tensors};
 
 fn make_pth(src: &std::path::Path, dst: &std::path::Path, extra: &[&str]) {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/safetensors_to_pth.py");
+    let script = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("tests/tools/safetensors_to_pth.py");
     let status = Command::new("python3")
         .arg(&script)
         .arg(src)

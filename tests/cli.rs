@@ -91,7 +91,8 @@ fn model_info_gives_reference_counts() {
     let (ok, text) = statten(&["model", "info", "--preset", "nope"]);
     assert!(!ok && text.contains("unknown preset"), "{text}");
     let cfg =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/models/cifar10dvs-2-256-t10.toml");
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("configs/models/cifar10dvs-2-256-t10.toml");
     let (ok, text) = statten(&["model", "info", "--config", cfg.to_str().unwrap()]);
     assert!(
         ok && text.contains("16x16") && text.contains("2566794"),

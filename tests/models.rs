@@ -185,9 +185,11 @@ fn checkpoint_errors_name_the_key() {
 
 #[test]
 fn every_shipped_config_parses_and_builds() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("configs")
-        .join("models");
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("configs")
+    .join("models");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();

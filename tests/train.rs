@@ -9,7 +9,7 @@ use statten_train::config::RunConfig;
 use statten_train::trainer::{train, RunOptions};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
 }
 
 /// A tiny SDT + STAtten (the quick start's model) on the first 1,600 / 500 Fashion-MNIST

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 /// `../shared` beside the workspace root; panics loudly when it is missing.
 pub fn shared_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let shared = std::env::var_os("STATTEN_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("..").join("shared"));

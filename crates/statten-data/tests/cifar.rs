@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use statten_data::cifar::{read_records, CifarKind, CifarSet};
 
 fn data_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar");
+    let d =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/cifar");
     assert!(d.is_dir(), "shared data folder missing at {}", d.display());
     d
 }

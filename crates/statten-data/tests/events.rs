@@ -11,7 +11,9 @@ use statten_data::events::frames::{integrate, segment_indices, EmptyWindow, Spli
 use statten_data::events::Events;
 
 fn shared_data() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    let d =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data");
     assert!(d.is_dir(), "shared data folder missing at {}", d.display());
     d
 }

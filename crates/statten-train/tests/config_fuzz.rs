@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use statten_train::config::RunConfig;
 
 fn recipes() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../configs");
     let mut v: Vec<(String, String)> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
