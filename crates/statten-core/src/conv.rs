@@ -244,7 +244,6 @@ fn col2im(dcols: &[f32], g: Geom, n0: usize, nb: usize, dx: &mut [f32]) {
     let plen = nb * hw;
     let ptr = SendPtr(dx.as_mut_ptr());
     (0..g.c).into_par_iter().for_each(|ci| {
-        let ptr = ptr;
         for n in 0..nb {
             // SAFETY: each task writes the planes of its own channel only.
             let plane = unsafe { ptr.slice(((n0 + n) * g.c + ci) * hw, hw) };
