@@ -19,13 +19,15 @@
 //! Backends: `Flex` and `Autodiff` over it; other devices use Burn's `Conv2d::forward`
 //! ([`same_conv_supported`] tells which).
 
+#[cfg(feature = "flex")]
+use crate::cpu_kernels::SendPtr;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, DispatchTensorKind};
+use burn::backend::{backend_extension, Backend, Dispatch};
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
@@ -52,15 +54,6 @@ pub trait SameConvOps: Backend {
 /// Whether `conv` applied to `x` can run as [`same_conv`]: `x` is f32 on flex (autodiff or not)
 /// and `conv` has stride 1, dilation 1, one group and a square odd kernel with padding `k/2`.
 pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
-    fn kind_supported(kind: &DispatchTensorKind) -> bool {
-        match kind {
-            #[cfg(feature = "flex")]
-            DispatchTensorKind::Flex(_) => true,
-            DispatchTensorKind::Autodiff(inner) => kind_supported(inner),
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
-    }
     let [kh, kw] = conv.kernel_size;
     let p = kh / 2;
     let padded = match conv.padding {
@@ -74,7 +67,9 @@ pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
         && conv.dilation == [1, 1]
         && conv.groups == 1
         && padded;
-    shape_ok && x.dtype() == DType::F32 && kind_supported(&x.clone().into_dispatch().kind)
+    shape_ok
+        && x.dtype() == DType::F32
+        && crate::cpu_kernels::on_flex(&x.clone().into_dispatch().kind)
 }
 
 /// `conv(x, weight)` through [`SameConvOps`] (see [`same_conv_supported`]); no bias.
@@ -284,24 +279,6 @@ fn gather_grad(grad: &[f32], g: Geom, n0: usize, nb: usize, dy: &mut [f32]) {
 }
 
 #[cfg(feature = "flex")]
-/// A raw pointer that may cross threads; each task writes a disjoint set of indices.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-#[cfg(feature = "flex")]
-unsafe impl Send for SendPtr {}
-#[cfg(feature = "flex")]
-unsafe impl Sync for SendPtr {}
-
-#[cfg(feature = "flex")]
-impl SendPtr {
-    /// # Safety
-    /// In bounds, and no other live slice overlaps them.
-    unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
-    }
-}
-
-#[cfg(feature = "flex")]
 /// A row-major matrix view for [`matmul`]: element `(i, j)` at `i·rs + j·cs`.
 #[derive(Clone, Copy)]
 struct Mat {
@@ -419,11 +396,7 @@ mod flex_impl {
     use burn_flex::FlexTensor;
 
     fn contiguous_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        assert_eq!(t.dtype(), DType::F32, "the same-conv kernel runs on f32");
-        match t.as_slice::<f32>() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
-        }
+        crate::cpu_kernels::contiguous_f32(t, "the same-conv kernel")
     }
 
     fn dims4(t: &FlexTensor) -> [usize; 4] {
@@ -481,19 +454,7 @@ mod tests {
     use crate::layers::conv2d;
     use burn::tensor::Distribution;
 
-    fn max_rel(a: &Tensor<4>, b: &Tensor<4>) -> f32 {
-        let a = a.to_data().try_to_vec::<f32>().unwrap();
-        let b = b.to_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(a.len(), b.len(), "lengths differ");
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        a.iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs() / scale)
-            .fold(
-                0f32,
-                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-            )
-    }
+    use crate::cpu_kernels::max_rel;
 
     /// Forward bit-equal to `Conv2d::forward`, gradients equal to Burn's to rounding, for
     /// spike-like and real-valued inputs, 1×1 / 3×3 / 5×5 kernels, one chunk or several.

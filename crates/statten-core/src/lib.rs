@@ -63,6 +63,7 @@
 pub mod attention;
 pub mod checkpoint;
 pub mod conv;
+mod cpu_kernels;
 pub mod error;
 pub mod layers;
 pub mod models;

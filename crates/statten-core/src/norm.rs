@@ -16,13 +16,15 @@
 //! Backends: `Flex` and `Autodiff` over it ([`fused_batch_norm_supported`]); elsewhere
 //! [`crate::layers::TorchBatchNorm`] uses its composite or GPU path.
 
+#[cfg(feature = "flex")]
+use crate::cpu_kernels::SendPtr;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, DispatchTensorKind};
+use burn::backend::{backend_extension, Backend, Dispatch};
 use burn::prelude::*;
 use burn::tensor::DType;
 
@@ -64,16 +66,9 @@ pub trait FusedBatchNormOps: Backend {
 
 /// Whether `x` is f32 on flex (autodiff or not), where [`fused_batch_norm`] runs.
 pub fn fused_batch_norm_supported<const D: usize>(x: &Tensor<D>) -> bool {
-    fn kind_supported(kind: &DispatchTensorKind) -> bool {
-        match kind {
-            #[cfg(feature = "flex")]
-            DispatchTensorKind::Flex(_) => true,
-            DispatchTensorKind::Autodiff(inner) => kind_supported(inner),
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
-    }
-    D >= 2 && x.dtype() == DType::F32 && kind_supported(&x.clone().into_dispatch().kind)
+    D >= 2
+        && x.dtype() == DType::F32
+        && crate::cpu_kernels::on_flex(&x.clone().into_dispatch().kind)
 }
 
 /// Training-mode BatchNorm of `x [N, C, ...]` with batch statistics: `(y, mean [C], biased
@@ -223,23 +218,6 @@ fn sum8(len: usize, f: impl Fn(usize) -> f64) -> f64 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
-#[cfg(feature = "flex")]
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-#[cfg(feature = "flex")]
-unsafe impl Send for SendPtr {}
-#[cfg(feature = "flex")]
-unsafe impl Sync for SendPtr {}
-
-#[cfg(feature = "flex")]
-impl SendPtr {
-    /// # Safety
-    /// In bounds, and no other live slice overlaps them.
-    unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
-    }
-}
-
 /// Per-channel statistics and outputs of the forward.
 #[cfg(feature = "flex")]
 struct Forward {
@@ -363,11 +341,7 @@ mod flex_impl {
     use burn_flex::FlexTensor;
 
     fn contiguous_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        assert_eq!(t.dtype(), DType::F32, "the fused BatchNorm runs on f32");
-        match t.as_slice::<f32>() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
-        }
+        crate::cpu_kernels::contiguous_f32(t, "the fused BatchNorm")
     }
 
     fn dims3(t: &FlexTensor) -> [usize; 3] {
@@ -444,19 +418,7 @@ mod tests {
     use burn::tensor::module::batch_norm_train;
     use burn::tensor::Distribution;
 
-    fn max_rel<const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> f32 {
-        let a = a.to_data().try_to_vec::<f32>().unwrap();
-        let b = b.to_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(a.len(), b.len(), "lengths differ");
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        a.iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs() / scale)
-            .fold(
-                0f32,
-                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-            )
-    }
+    use crate::cpu_kernels::max_rel;
 
     /// Output, statistics and the three gradients equal Burn's own training BatchNorm to
     /// rounding, on a 4-D and a 3-D input with a non-zero mean.

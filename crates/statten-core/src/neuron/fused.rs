@@ -18,6 +18,7 @@
 //! kernel, one thread per neuron, under `Fusion` as wgpu runs), and `Autodiff` over either.
 //! Other backends (ndarray) use the composite form: [`fused_supported`] tells which.
 
+use crate::cpu_kernels::SendPtr;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -272,23 +273,6 @@ fn untracked<B: Backend>(t: FloatTensor<B>) -> FloatTensor<Autodiff<B>> {
 
 /// Neurons per rayon task: enough work to amortise a task, small enough to spread a layer.
 const CHUNK: usize = 2048;
-
-/// A raw pointer that may cross threads; each task writes a disjoint set of indices.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The `len` elements from `offset`.
-    ///
-    /// # Safety
-    /// In bounds, and no other live slice overlaps them.
-    #[inline(always)]
-    unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
-    }
-}
 
 /// The charge of one step from the membrane `v` (ignored on the first step), in the composite
 /// form's exact floating-point operations.
@@ -586,19 +570,11 @@ fn run_backward_blocks(a: &Bwd, spec: &LifSpec) {
 mod flex_impl {
     use super::*;
     use burn::backend::Flex;
-    use burn::tensor::{DType, TensorData};
+    use burn::tensor::TensorData;
     use burn_flex::FlexTensor;
 
     fn contiguous_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        assert_eq!(
-            t.dtype(),
-            DType::F32,
-            "the fused LIF kernel runs on f32 tensors"
-        );
-        match t.as_slice::<f32>() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
-        }
+        crate::cpu_kernels::contiguous_f32(t, "the fused LIF kernel")
     }
 
     fn dims2(t: &FlexTensor) -> (usize, usize) {
