@@ -662,8 +662,8 @@ fn nb_of(cfg: &RunConfig, loader: &Loader) -> usize {
 }
 
 /// The training loop, in phases: [`Trainer::setup`] (devices, data, model, resume), then per
-/// epoch [`Trainer::train_epoch`] (steps, mid-epoch checkpoints, stop requests), evaluation and
-/// [`Trainer::end_epoch`] (records, plots, checkpoints). Every output file goes through the
+/// epoch `train_epoch` (steps, mid-epoch checkpoints, stop requests), evaluation and
+/// `end_epoch` (records, plots, checkpoints). Every output file goes through the
 /// [`RunDir`].
 pub struct Trainer<'a> {
     cfg: &'a RunConfig,
