@@ -4,8 +4,8 @@
 //! and channels swapped: for a 3×3 layer that is a product with only 9 output columns per input
 //! channel, which runs in gemm's one-row edge kernel (a fifth of a CIFAR-10 training step's
 //! time), behind a strided copy of the whole input. Its input gradient is a transposed
-//! convolution. This operator keeps Burn's forward (so outputs are bit-equal to
-//! `Conv2d::forward`) and replaces the backward: for a chunk of samples at a time,
+//! convolution. For a dense input this operator keeps Burn's forward (so outputs are bit-equal
+//! to `Conv2d::forward`) and replaces the backward: for a chunk of samples at a time,
 //!
 //! - `cols [C·k·k, P]` (im2col of the saved input; `P` = positions in the chunk) and the output
 //!   gradient as `dY [Co, P]`;
@@ -16,11 +16,18 @@
 //! Chunks hold about 4 M floats of columns, so the extra memory is bounded (16 MB) whatever the
 //! batch. Every sum has a fixed order: results do not depend on the thread count.
 //!
+//! When few enough of the inputs are non-zero — spikes — the forward and the weight gradient run
+//! over the non-zeros only (the `sparse` submodule): a row of additions per non-zero instead of
+//! a multiply-add per element. The output then equals Burn's to rounding (another summation
+//! order); the choice depends on the data alone, so runs stay reproducible.
+//!
 //! Backends: `Flex` and `Autodiff` over it; other devices use Burn's `Conv2d::forward`
 //! ([`same_conv_supported`] tells which).
 
 #[cfg(feature = "flex")]
 use crate::cpu_kernels::SendPtr;
+#[cfg(feature = "flex")]
+mod sparse;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -333,6 +340,7 @@ fn backward_f32(
     g: Geom,
     n: usize,
     need_x: bool,
+    dense_dw: bool,
     chunk: usize,
 ) -> (Vec<f32>, Vec<f32>) {
     let (hw, kr) = (g.hw(), g.col_rows());
@@ -341,14 +349,22 @@ fn backward_f32(
     } else {
         chunk.min(n).max(1)
     };
-    let mut cols = vec![0f32; kr * nb_max * hw];
+    let mut cols = if dense_dw {
+        vec![0f32; kr * nb_max * hw]
+    } else {
+        Vec::new()
+    };
     let mut dy = vec![0f32; g.co * nb_max * hw];
     let mut dcols = if need_x {
         vec![0f32; kr * nb_max * hw]
     } else {
         Vec::new()
     };
-    let mut dw = vec![0f32; g.co * kr];
+    let mut dw = if dense_dw {
+        vec![0f32; g.co * kr]
+    } else {
+        Vec::new()
+    };
     let mut dx = if need_x {
         vec![0f32; n * g.c * hw]
     } else {
@@ -359,19 +375,21 @@ fn backward_f32(
         let nb = nb_max.min(n - n0);
         let plen = (nb * hw) as isize;
         gather_grad(grad, g, n0, nb, &mut dy);
-        im2col(x, g, n0, nb, &mut cols);
-        // dW [Co, K] += dY [Co, P] · colsᵀ [P, K].
         let dy_view = Mat {
             ptr: dy.as_ptr(),
             rs: plen,
             cs: 1,
         };
-        let cols_t = Mat {
-            ptr: cols.as_ptr(),
-            rs: 1,
-            cs: plen,
-        };
-        matmul(&mut dw, g.co, kr, nb * hw, dy_view, cols_t, n0 > 0);
+        if dense_dw {
+            // dW [Co, K] += dY [Co, P] · colsᵀ [P, K].
+            im2col(x, g, n0, nb, &mut cols);
+            let cols_t = Mat {
+                ptr: cols.as_ptr(),
+                rs: 1,
+                cs: plen,
+            };
+            matmul(&mut dw, g.co, kr, nb * hw, dy_view, cols_t, n0 > 0);
+        }
         if need_x {
             // dcols [K, P] = Wᵀ [K, Co] · dY [Co, P].
             let w_t = Mat {
@@ -407,7 +425,17 @@ mod flex_impl {
 
     impl SameConvOps for Flex {
         fn same_conv(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
-            let p = dims4(&weight)[2] / 2;
+            let [n, c, h, w] = dims4(&x);
+            let [co, _, k, _] = dims4(&weight);
+            {
+                let xs = contiguous_f32(&x);
+                let g = Geom { c, co, h, w, k };
+                if sparse::applies(&xs, g, sparse::Pass::Forward) {
+                    let y = sparse::forward(&xs, &contiguous_f32(&weight), g, n);
+                    return FlexTensor::from_data(TensorData::new(y, vec![n, co, h, w]));
+                }
+            }
+            let p = k / 2;
             let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
             <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options)
         }
@@ -436,7 +464,11 @@ mod flex_impl {
             let xs = contiguous_f32(&x);
             let ws = contiguous_f32(&weight);
             let gs = contiguous_f32(&grad);
-            let (dx, dw) = backward_f32(&xs, &ws, &gs, g, n, need_x, chunk);
+            let sparse_x = sparse::applies(&xs, g, sparse::Pass::WeightGrad);
+            let (dx, mut dw) = backward_f32(&xs, &ws, &gs, g, n, need_x, !sparse_x, chunk);
+            if sparse_x {
+                dw = sparse::weight_grad(&xs, &gs, g, n, chunk);
+            }
             let dx = if need_x {
                 FlexTensor::from_data(TensorData::new(dx, vec![n, c, h, w]))
             } else {
@@ -452,7 +484,7 @@ mod flex_impl {
 mod tests {
     use super::*;
     use crate::layers::conv2d;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, TensorData};
 
     use crate::cpu_kernels::max_rel;
 
@@ -468,7 +500,8 @@ mod tests {
             (5, 3, 2, 6, 7),
         ] {
             let conv = conv2d(c, co, k, false, &device);
-            let x = Tensor::<4>::random([3, c, h, w], Distribution::Bernoulli(0.3), &device)
+            // Half the inputs non-zero: too dense for the sparse kernels, Burn's forward.
+            let x = Tensor::<4>::random([3, c, h, w], Distribution::Bernoulli(0.5), &device)
                 .require_grad();
             assert!(same_conv_supported(&conv, &x));
             let ours = same_conv(x.clone(), conv.weight.val());
@@ -514,6 +547,119 @@ mod tests {
                 dw_all.to_data().try_to_vec::<f32>().unwrap()
             );
         }
+    }
+
+    /// A sparse input of `[n, c, h, w]` (about 5 % non-zero): binary spikes, spikes that
+    /// sum two gates ({0, 1, 2}, as DVS STAtten's projection input) or real values.
+    fn sparse_input(dims: [usize; 4], kind: usize, device: &Device) -> Tensor<4> {
+        let mask = Tensor::<4>::random(dims, Distribution::Bernoulli(0.05), device);
+        match kind {
+            0 => mask,
+            1 => mask.clone() + mask * Tensor::random(dims, Distribution::Bernoulli(0.5), device),
+            _ => mask * Tensor::random(dims, Distribution::Normal(0.0, 1.0), device),
+        }
+    }
+
+    /// Spike-like inputs take the sparse kernels; forward and both gradients equal Burn's
+    /// `Conv2d` to rounding, for 1×1 / 3×3 / 5×5 kernels, output widths that fill one block
+    /// of channels, several, or part of one.
+    #[test]
+    fn sparse_inputs_match_burn_conv() {
+        let device = Device::flex().autodiff();
+        for (k, c, co, h, w, kind) in [
+            (3, 6, 3, 7, 6, 0),
+            (3, 5, 20, 5, 4, 1),
+            (1, 40, 70, 4, 4, 0),
+            (5, 4, 9, 6, 7, 2),
+            (3, 3, 130, 3, 3, 0),
+        ] {
+            let conv = conv2d(c, co, k, false, &device);
+            let x = sparse_input([3, c, h, w], kind, &device).require_grad();
+            let xs = x.to_data().try_to_vec::<f32>().unwrap();
+            let g = Geom { c, co, h, w, k };
+            assert!(
+                sparse::applies(&xs, g, sparse::Pass::Forward)
+                    && sparse::applies(&xs, g, sparse::Pass::WeightGrad),
+                "the test input must take the sparse kernels"
+            );
+            let ours = same_conv(x.clone(), conv.weight.val());
+            let burn = conv.forward(x.clone());
+            let e = max_rel(&ours, &burn);
+            assert!(e < 1e-6, "forward k={k} co={co}: {e}");
+            let r = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let g1 = (ours * r.clone()).sum().backward();
+            let g2 = (burn * r).sum().backward();
+            let e = max_rel(&x.grad(&g1).unwrap(), &x.grad(&g2).unwrap());
+            assert!(e < 1e-5, "dx k={k} co={co}: {e}");
+            let e = max_rel(
+                &conv.weight.grad(&g1).unwrap(),
+                &conv.weight.grad(&g2).unwrap(),
+            );
+            assert!(e < 1e-5, "dw k={k} co={co}: {e}");
+        }
+    }
+
+    /// The sparse kernels give the same bits whatever the chunk of samples and the thread
+    /// count (each sum has one order).
+    #[test]
+    fn sparse_kernels_do_not_depend_on_chunks_or_threads() {
+        let device = Device::flex();
+        let (n, c, co, h, w, k) = (5, 6, 20, 6, 5, 3);
+        let g = Geom { c, co, h, w, k };
+        let vec = |t: Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
+        let x = vec(sparse_input([n, c, h, w], 1, &device));
+        let wt = vec(Tensor::random([co, c, k, k], Distribution::Normal(0.0, 0.1), &device));
+        let dy = vec(Tensor::random([n, co, h, w], Distribution::Normal(0.0, 1.0), &device));
+        let run = |threads: usize, chunk: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    (
+                        sparse::forward(&x, &wt, g, n),
+                        sparse::weight_grad(&x, &dy, g, n, chunk),
+                    )
+                })
+        };
+        let (y, dw) = run(1, 0);
+        assert!(y.iter().chain(&dw).all(|v| v.is_finite()));
+        assert!(dw.iter().any(|v| *v != 0.0) && y.iter().any(|v| *v != 0.0));
+        for (threads, chunk) in [(1, 1), (2, 2), (3, 0), (3, 4)] {
+            let (y2, dw2) = run(threads, chunk);
+            assert_eq!(y2, y, "forward, {threads} threads, chunk {chunk}");
+            assert_eq!(dw2, dw, "weight gradient, {threads} threads, chunk {chunk}");
+        }
+    }
+
+    /// Which densities take the sparse kernels; a NaN input (counted as a non-zero) reaches
+    /// the outputs of its window, as in the dense path.
+    #[test]
+    fn sparse_path_choice_and_nan() {
+        use sparse::Pass::{Forward, WeightGrad};
+        let g = |k| Geom {
+            c: 1,
+            co: 1,
+            h: 1,
+            w: 10,
+            k,
+        };
+        let x = |nnz: usize| (0..10).map(|i| (i < nnz) as u8 as f32).collect::<Vec<_>>();
+        // 3×3: forward up to 30 %, weight gradient up to 20 %; 1×1: 10 %.
+        assert!(sparse::applies(&x(3), g(3), Forward) && !sparse::applies(&x(4), g(3), Forward));
+        assert!(sparse::applies(&x(2), g(3), WeightGrad));
+        assert!(!sparse::applies(&x(3), g(3), WeightGrad));
+        assert!(sparse::applies(&x(1), g(1), Forward) && !sparse::applies(&x(2), g(1), Forward));
+        assert!(!sparse::applies(&[], g(3), Forward));
+        let device = Device::flex();
+        let conv = conv2d(2, 3, 3, false, &device);
+        let mut xs = vec![0f32; 2 * 2 * 4 * 4];
+        xs[5] = f32::NAN;
+        let x = Tensor::<4>::from_data(TensorData::new(xs, [2, 2, 4, 4]), &device);
+        let y = same_conv(x, conv.weight.val()).to_data().try_to_vec::<f32>().unwrap();
+        // Input pixel (1, 1) of sample 0, channel 0: its 3×3 window of outputs in every channel.
+        let nan = y.iter().filter(|v| v.is_nan()).count();
+        assert_eq!(nan, 3 * 9, "{y:?}");
     }
 
     /// The first layer's input needs no gradient: the weight gradient still matches Burn's.

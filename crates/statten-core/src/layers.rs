@@ -222,8 +222,9 @@ fn zero_conv_bias(mut conv: Conv2d) -> Conv2d {
 }
 
 /// `conv.forward(x)`, through [`crate::conv::same_conv`] where it applies (f32 on flex, stride
-/// 1, padding `k/2`): the same output, bit for bit, with a backward made of two large matrix
-/// products instead of Burn's swapped-axes convolution (see [`crate::conv`]).
+/// 1, padding `k/2`): the same output — bit for bit for a dense input, to rounding for spikes,
+/// which take sparse kernels — with a backward made of large matrix products (or sparse
+/// gathers) instead of Burn's swapped-axes convolution (see [`crate::conv`]).
 pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if !crate::conv::same_conv_supported(conv, &x) {
         return conv.forward(x);
@@ -238,10 +239,10 @@ pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// A 1×1, stride-1, unpadded convolution computed as one 2-D matmul over all `N·H·W` positions
-/// (`[N·H·W, C] · Wᵀ`). The parameters stay those of the `Conv2d` (reference key names and
-/// layout). On flex this is 1.8× faster than the convolution kernel for fwd+bwd of a
-/// 512→512 conv on `[32, 512, 8, 8]` (29.5 ms against 52.6 ms).
+/// A 1×1, stride-1, unpadded convolution. On flex it runs as [`conv_forward`] (whose kernels
+/// take the spikes these layers see over their non-zeros only); elsewhere as one 2-D matmul over
+/// all `N·H·W` positions (`[N·H·W, C] · Wᵀ`), which on a GPU beats the convolution kernel. The
+/// parameters stay those of the `Conv2d` (reference key names and layout).
 pub fn pointwise_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let [co, ci, kh, kw] = conv.weight.dims();
@@ -249,6 +250,9 @@ pub fn pointwise_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         ci == c && kh == 1 && kw == 1,
         "pointwise_conv needs a 1x1 convolution"
     );
+    if crate::conv::same_conv_supported(conv, &x) {
+        return conv_forward(conv, x);
+    }
     let weight: Tensor<2> = conv.weight.val().reshape([co, ci]);
     let tokens: Tensor<2> = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
     let mut y = tokens.matmul(weight.transpose());

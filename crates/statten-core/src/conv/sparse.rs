@@ -1,0 +1,693 @@
+//! Same convolutions whose input is mostly zeros — the spikes every convolution of the SDT and
+//! Spikformer stems and blocks takes, except the first — computed over the non-zeros only.
+//!
+//! A dense product spends a multiply-add on every zero; here the forward gathers, for each output
+//! pixel, the weight rows of the non-zero inputs in its window, and the weight gradient gathers,
+//! for each (input channel, kernel offset), the output-gradient rows at the non-zero inputs. Both
+//! are vectorised over a block of output channels held in registers. The input gradient
+//! `Wᵀ · dY` has no sparse factor and stays a dense product.
+//!
+//! Every sum runs in one fixed order — forward over `(kh, kw, ci)`, weight gradient over
+//! `(n, pixel)` — whatever the thread count, the block sizes or the CPU's vector width (no fused
+//! multiply-add), so results are reproducible across machines. They equal the dense kernels' to
+//! rounding: the order differs from gemm's.
+
+use super::Geom;
+use rayon::prelude::*;
+
+/// Which of the two sparse kernels a density decides for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// The forward `y = conv(x, W)`.
+    Forward,
+    /// The weight gradient `dW`.
+    WeightGrad,
+}
+
+/// The largest fraction of non-zeros at which the sparse kernels beat the dense ones. A
+/// non-zero costs a row of `Co` additions read from the L2 cache where gemm runs near the core's
+/// peak from registers, so sparse wins below a break-even density, measured on a 2-core
+/// AVX-512 EPYC with the shapes of the CIFAR-10 2-512 model at 7, 15 and 28 % (examples in the
+/// commit that set these): a `k×k` forward still wins at 28 % (its windows overlap, so rows
+/// are reused from L1), its weight gradient up to about 20 %, a 1×1 product only to about 10 %.
+pub(super) fn max_density(k: usize, pass: Pass) -> f64 {
+    match (k, pass) {
+        (1, _) => 0.1,
+        (_, Pass::Forward) => 0.3,
+        (_, Pass::WeightGrad) => 0.2,
+    }
+}
+
+/// The fraction of non-zero elements of `x` (NaN counts as non-zero).
+pub(super) fn density(x: &[f32]) -> f64 {
+    if x.is_empty() {
+        return 1.0;
+    }
+    let nnz: usize = x
+        .par_chunks(1 << 16)
+        .map(|c| c.iter().filter(|v| **v != 0.0).count())
+        .sum();
+    nnz as f64 / x.len() as f64
+}
+
+/// Whether every element of `x` is 0 or 1 (spikes): the kernels then add rows without
+/// multiplying.
+fn is_binary(x: &[f32]) -> bool {
+    x.par_chunks(1 << 16)
+        .all(|c| c.iter().all(|v| *v == 0.0 || *v == 1.0))
+}
+
+
+/// Whether the environment turns the sparse kernels off (`STATTEN_DENSE_CONV=1`, read once): for
+/// measuring them against the dense path with one binary.
+fn turned_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("STATTEN_DENSE_CONV").is_ok_and(|v| v == "1"))
+}
+
+/// Whether the sparse kernel of `pass` takes `x` in a convolution of geometry `g` (pixel
+/// coordinates are kept in 16 bits).
+pub(super) fn applies(x: &[f32], g: Geom, pass: Pass) -> bool {
+    g.h < 1 << 16 && g.w < 1 << 16 && !turned_off() && density(x) <= max_density(g.k, pass)
+}
+
+/// A block of output channels: the widest of 64 and 32 that does not exceed `co` rounded up to
+/// 16 and keeps one block of a `k_rows`-row packed matrix within 1 MiB (an L2 cache), else 16
+/// (one AVX-512 vector: no block is narrower).
+fn block_width(co: usize, k_rows: usize) -> usize {
+    let co16 = co.div_ceil(16) * 16;
+    for cb in [64usize, 32] {
+        if cb <= co16 && k_rows * cb * 4 <= 1 << 20 {
+            return cb;
+        }
+    }
+    16
+}
+
+/// The vector operations the kernels are written in (`W` lanes). Additions and products are
+/// separate (no fused multiply-add), so every implementation rounds alike.
+trait Simd {
+    type V: Copy;
+    const W: usize;
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(v: f32) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// One lane at a time (CPUs without AVX2).
+struct Scalar;
+
+impl Simd for Scalar {
+    type V = f32;
+    const W: usize = 1;
+    #[inline(always)]
+    unsafe fn zero() -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> f32 {
+        v
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: f32) {
+        unsafe { *p = v }
+    }
+    #[inline(always)]
+    unsafe fn add(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    unsafe fn mul(a: f32, b: f32) -> f32 {
+        a * b
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Simd;
+    use std::arch::x86_64::*;
+
+    /// Eight lanes.
+    pub(super) struct Avx2;
+    /// Sixteen lanes.
+    pub(super) struct Avx512;
+
+    impl Simd for Avx2 {
+        type V = __m256;
+        const W: usize = 8;
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn splat(v: f32) -> __m256 {
+            _mm256_set1_ps(v)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            _mm256_mul_ps(a, b)
+        }
+    }
+
+    impl Simd for Avx512 {
+        type V = __m512;
+        const W: usize = 16;
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn splat(v: f32) -> __m512 {
+            _mm512_set1_ps(v)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+            _mm512_mul_ps(a, b)
+        }
+    }
+}
+
+/// `CB` floats of accumulators in `CB / W` vectors (at most 64 lanes).
+struct Acc<S: Simd, const CB: usize> {
+    v: [S::V; 64],
+}
+
+impl<S: Simd, const CB: usize> Acc<S, CB> {
+    /// Vectors per block; a block is whole vectors (checked when compiled).
+    const N: usize = {
+        assert!(CB % S::W == 0 && CB / S::W <= 64);
+        CB / S::W
+    };
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self {
+            v: [unsafe { S::zero() }; 64],
+        }
+    }
+
+    /// From `CB` floats at `p`.
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        let mut v = [unsafe { S::zero() }; 64];
+        for (i, x) in v.iter_mut().enumerate().take(Self::N) {
+            *x = unsafe { S::load(p.add(i * S::W)) };
+        }
+        Self { v }
+    }
+
+    #[inline(always)]
+    unsafe fn store(&self, p: *mut f32) {
+        for i in 0..Self::N {
+            unsafe { S::store(p.add(i * S::W), self.v[i]) };
+        }
+    }
+
+    /// `self += row` (`BIN`: the input is 1) or `self += x · row`, `row` `CB` floats at `p`.
+    #[inline(always)]
+    unsafe fn add_row<const BIN: bool>(&mut self, x: f32, p: *const f32) {
+        if BIN {
+            for i in 0..Self::N {
+                self.v[i] = unsafe { S::add(self.v[i], S::load(p.add(i * S::W))) };
+            }
+        } else {
+            let x = unsafe { S::splat(x) };
+            for i in 0..Self::N {
+                self.v[i] = unsafe { S::add(self.v[i], S::mul(x, S::load(p.add(i * S::W)))) };
+            }
+        }
+    }
+}
+
+/// Calls `$task::<S, CB, BIN>($args)` with the widest vectors the CPU has.
+macro_rules! with_best_simd {
+    ($task:ident, $args_ty:ident, $cb:expr, $bin:expr, $args:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn v4<const CB: usize, const BIN: bool>(a: $args_ty<'_>) {
+                unsafe { $task::<x86::Avx512, CB, BIN>(a) }
+            }
+            #[target_feature(enable = "avx2")]
+            unsafe fn v3<const CB: usize, const BIN: bool>(a: $args_ty<'_>) {
+                unsafe { $task::<x86::Avx2, CB, BIN>(a) }
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { v4::<$cb, $bin>($args) }
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                unsafe { v3::<$cb, $bin>($args) }
+            } else {
+                unsafe { $task::<Scalar, $cb, $bin>($args) }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            unsafe { $task::<Scalar, $cb, $bin>($args) }
+        }
+    }};
+}
+
+/// Compressed lists of non-zeros: list `i` is `idx[start[i]..end[i]]` with values `val[..]`.
+/// Each list has one slot of slack after it, so that the fill can write without branching.
+struct Lists {
+    start: Vec<usize>,
+    end: Vec<usize>,
+    idx: Vec<u32>,
+    val: Vec<f32>,
+}
+
+impl Lists {
+    /// Lists from per-list counts; `fill(first, starts, idx, val)` writes the lists of one
+    /// group (`starts`: their starts relative to the group's storage, one past the last too)
+    /// and may write one slot past each list's end. Groups of `group` consecutive lists are
+    /// filled in parallel.
+    fn build(
+        counts: Vec<usize>,
+        group: usize,
+        fill: impl Fn(usize, &[usize], &mut [u32], &mut [f32]) + Sync,
+    ) -> Self {
+        let mut start = Vec::with_capacity(counts.len() + 1);
+        let mut total = 0usize;
+        for c in &counts {
+            start.push(total);
+            total += c + 1;
+        }
+        start.push(total);
+        let end: Vec<usize> = counts.iter().zip(&start).map(|(c, s)| s + c).collect();
+        let mut idx = vec![0u32; total];
+        let mut val = vec![0f32; total];
+        // Split the storage at group boundaries; each group is filled by one task.
+        let groups = counts.len().div_ceil(group.max(1));
+        let mut parts = Vec::with_capacity(groups);
+        let (mut ri, mut rv) = (&mut idx[..], &mut val[..]);
+        for gi in 0..groups {
+            let (a, b) = (gi * group, ((gi + 1) * group).min(counts.len()));
+            let len = start[b] - start[a];
+            let (hi, ti) = ri.split_at_mut(len);
+            let (hv, tv) = rv.split_at_mut(len);
+            parts.push((a, b, hi, hv));
+            ri = ti;
+            rv = tv;
+        }
+        parts.into_par_iter().for_each(|(a, b, pi, pv)| {
+            let base = start[a];
+            let rel: Vec<usize> = start[a..=b].iter().map(|o| o - base).collect();
+            fill(a, &rel, pi, pv);
+        });
+        Self {
+            start,
+            end,
+            idx,
+            val,
+        }
+    }
+
+    #[inline(always)]
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        self.start[i]..self.end[i]
+    }
+}
+
+/// Per input pixel `(n, ih, iw)` of `x [N, C, H·W]`, its non-zero channels in ascending order.
+fn pixel_lists(x: &[f32], g: Geom, n: usize) -> Lists {
+    let hw = g.hw();
+    let counts: Vec<usize> = (0..n)
+        .into_par_iter()
+        .flat_map_iter(|s| {
+            let mut cnt = vec![0usize; hw];
+            for ci in 0..g.c {
+                let plane = &x[(s * g.c + ci) * hw..][..hw];
+                for (c, v) in cnt.iter_mut().zip(plane) {
+                    *c += (*v != 0.0) as usize;
+                }
+            }
+            cnt
+        })
+        .collect();
+    Lists::build(counts, hw, |first, rel, idx, val| {
+        let s = first / hw;
+        let mut cursor: Vec<usize> = rel[..hw].to_vec();
+        for ci in 0..g.c {
+            let plane = &x[(s * g.c + ci) * hw..][..hw];
+            // Branch-free: every element is written, a zero is overwritten by the next
+            // non-zero or left in the slack.
+            for (cur, v) in cursor.iter_mut().zip(plane) {
+                let at = *cur;
+                idx[at] = ci as u32;
+                val[at] = *v;
+                *cur = at + (*v != 0.0) as usize;
+            }
+        }
+    })
+}
+
+/// Per plane `(n, ci)` of samples `n0..n0 + nb` of `x [N, C, H·W]`, its non-zero pixels
+/// `(ih, iw)` as `ih << 16 | iw`, in ascending order (list `(n − n0)·C + ci`).
+fn channel_lists(x: &[f32], g: Geom, n0: usize, nb: usize) -> Lists {
+    let hw = g.hw();
+    let plane = |i: usize| &x[(n0 * g.c + i) * hw..][..hw];
+    let counts: Vec<usize> = (0..nb * g.c)
+        .into_par_iter()
+        .map(|i| plane(i).iter().map(|v| (*v != 0.0) as usize).sum())
+        .collect();
+    Lists::build(counts, 64, |first, rel, idx, val| {
+        for j in 0..rel.len() - 1 {
+            let mut at = rel[j];
+            let mut pix = 0usize;
+            for ih in 0..g.h {
+                for iw in 0..g.w {
+                    // Branch-free, as in `pixel_lists`.
+                    let v = plane(first + j)[pix];
+                    idx[at] = (ih << 16 | iw) as u32;
+                    val[at] = v;
+                    at += (v != 0.0) as usize;
+                    pix += 1;
+                }
+            }
+        }
+    })
+}
+
+/// The forward `y [N, Co, H, W] = conv(x, weight)` over the non-zeros of `x`.
+pub(super) fn forward(x: &[f32], weight: &[f32], g: Geom, n: usize) -> Vec<f32> {
+    let kr = g.col_rows();
+    let cb = block_width(g.co, kr);
+    match cb {
+        64 => forward_cb::<64>(x, weight, g, n),
+        32 => forward_cb::<32>(x, weight, g, n),
+        _ => forward_cb::<16>(x, weight, g, n),
+    }
+}
+
+/// `weight [Co, C, k, k]` packed as blocks of `CB` output channels: block `b` holds rows
+/// `(kh·k + kw)·C + ci` of `CB` floats (zero past `Co`).
+fn pack_weight<const CB: usize>(weight: &[f32], g: Geom) -> Vec<f32> {
+    let (k, kr) = (g.k, g.col_rows());
+    let blocks = g.co.div_ceil(CB);
+    let mut packed = vec![0f32; blocks * kr * CB];
+    packed
+        .par_chunks_mut(kr * CB)
+        .enumerate()
+        .for_each(|(b, blk)| {
+            for j in 0..CB.min(g.co - b * CB) {
+                let co = b * CB + j;
+                for ci in 0..g.c {
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let row = (kh * k + kw) * g.c + ci;
+                            blk[row * CB + j] = weight[((co * g.c + ci) * k + kh) * k + kw];
+                        }
+                    }
+                }
+            }
+        });
+    packed
+}
+
+fn forward_cb<const CB: usize>(x: &[f32], weight: &[f32], g: Geom, n: usize) -> Vec<f32> {
+    let (hw, kr) = (g.hw(), g.col_rows());
+    let lists = pixel_lists(x, g, n);
+    let binary = is_binary(x);
+    let packed = pack_weight::<CB>(weight, g);
+    let blocks = g.co.div_ceil(CB);
+    let mut y = vec![0f32; n * g.co * hw];
+    // One task per (sample, block of output channels); each writes its own rows of y.
+    let ptr = crate::cpu_kernels::SendPtr(y.as_mut_ptr());
+    (0..n * blocks).into_par_iter().for_each(|task| {
+        let (s, b) = (task / blocks, task % blocks);
+        let width = CB.min(g.co - b * CB);
+        // SAFETY: rows `b·CB .. b·CB + width` of sample `s` belong to this task alone.
+        let out = unsafe { ptr.slice((s * g.co + b * CB) * hw, width * hw) };
+        let args = FwdArgs {
+            lists: &lists,
+            wb: &packed[b * kr * CB..][..kr * CB],
+            g,
+            s,
+            out,
+        };
+        if binary {
+            with_best_simd!(forward_task, FwdArgs, CB, true, args)
+        } else {
+            with_best_simd!(forward_task, FwdArgs, CB, false, args)
+        }
+    });
+    y
+}
+
+/// One forward task: sample `s`, one block of output channels (`out`: its `width ≤ CB` rows).
+struct FwdArgs<'a> {
+    lists: &'a Lists,
+    /// The block of the packed weight: `[C·k·k][CB]`.
+    wb: &'a [f32],
+    g: Geom,
+    s: usize,
+    out: &'a mut [f32],
+}
+
+/// # Safety
+/// `S`'s instructions run on this CPU; `a.wb` holds `C·k·k` rows of `CB` floats and the lists'
+/// channels are below `C`.
+#[inline(always)]
+unsafe fn forward_task<S: Simd, const CB: usize, const BIN: bool>(a: FwdArgs<'_>) {
+    let g = a.g;
+    let (hw, k, p) = (g.hw(), g.k, g.k / 2);
+    let width = a.out.len() / hw;
+    let (idx, val) = (&a.lists.idx[..], &a.lists.val[..]);
+    let (starts, ends) = (&a.lists.start[..], &a.lists.end[..]);
+    let wb = a.wb.as_ptr();
+    assert!(a.wb.len() >= g.col_rows() * CB && ends.len() >= (a.s + 1) * hw);
+    // One output row's results, pixel-major, written out channel by channel after the row
+    // (contiguous runs instead of a store `H·W` floats apart per channel).
+    let mut tile = vec![0f32; g.w * CB];
+    for oh in 0..g.h {
+        for ow in 0..g.w {
+            let mut acc = unsafe { Acc::<S, CB>::zero() };
+            for kh in 0..k {
+                let ih = oh + kh;
+                if ih < p || ih - p >= g.h {
+                    continue;
+                }
+                for kw in 0..k {
+                    let iw = ow + kw;
+                    if iw < p || iw - p >= g.w {
+                        continue;
+                    }
+                    let pixel = a.s * hw + (ih - p) * g.w + (iw - p);
+                    let base = (kh * k + kw) * g.c;
+                    for j in starts[pixel]..ends[pixel] {
+                        // SAFETY: j < end ≤ len; the channel is below C, so the row
+                        // r < C·k·k is in `wb`.
+                        unsafe {
+                            let r = base + *idx.get_unchecked(j) as usize;
+                            acc.add_row::<BIN>(*val.get_unchecked(j), wb.add(r * CB));
+                        }
+                    }
+                }
+            }
+            // SAFETY: the tile holds `W·CB` floats.
+            unsafe { acc.store(tile.as_mut_ptr().add(ow * CB)) };
+        }
+        let row0 = oh * g.w;
+        for j in 0..width {
+            let dst = &mut a.out[j * hw + row0..][..g.w];
+            for (ow, d) in dst.iter_mut().enumerate() {
+                *d = tile[ow * CB + j];
+            }
+        }
+    }
+}
+
+/// Samples per chunk of the weight gradient: the chunk's transposed output gradient within
+/// 512 K floats (2 MB), at least one sample.
+fn grad_chunk(n: usize, g: Geom) -> usize {
+    ((512 << 10) / (g.hw() * g.co).max(1)).clamp(1, n.max(1))
+}
+
+/// The weight gradient `dW [Co, C, k, k]` over the non-zeros of `x`; `grad = dL/dy [N, Co, H,
+/// W]`. `chunk` samples at a time (0: chosen from the shapes); the result does not depend on it.
+pub(super) fn weight_grad(x: &[f32], grad: &[f32], g: Geom, n: usize, chunk: usize) -> Vec<f32> {
+    let kr = g.col_rows();
+    let cb = block_width(g.co, kr);
+    match cb {
+        64 => weight_grad_cb::<64>(x, grad, g, n, chunk),
+        32 => weight_grad_cb::<32>(x, grad, g, n, chunk),
+        _ => weight_grad_cb::<16>(x, grad, g, n, chunk),
+    }
+}
+
+fn weight_grad_cb<const CB: usize>(
+    x: &[f32],
+    grad: &[f32],
+    g: Geom,
+    n: usize,
+    chunk: usize,
+) -> Vec<f32> {
+    let (hw, k) = (g.hw(), g.k);
+    let blocks = g.co.div_ceil(CB);
+    let cop = blocks * CB;
+    let nb_max = if chunk == 0 {
+        grad_chunk(n, g)
+    } else {
+        chunk.clamp(1, n.max(1))
+    };
+    // Accumulators per input channel: rows (kh, kw), each `blocks × CB` floats.
+    let per_ci = k * k * cop;
+    let mut acc = vec![0f32; g.c * per_ci];
+    // The chunk's output gradient, pixel-major in blocks: [block][n·HW][CB].
+    let mut dyt = vec![0f32; blocks * nb_max * hw * CB];
+    let binary = is_binary(x);
+    let mut n0 = 0;
+    while n0 < n {
+        let nb = nb_max.min(n - n0);
+        transpose_grad::<CB>(grad, g, n0, nb, &mut dyt[..blocks * nb * hw * CB]);
+        let lists = channel_lists(x, g, n0, nb);
+        let dyt = &dyt[..blocks * nb * hw * CB];
+        acc.par_chunks_mut(per_ci).enumerate().for_each(|(ci, a)| {
+            let args = GradArgs {
+                lists: &lists,
+                dyt,
+                g,
+                nb,
+                ci,
+                acc: a,
+            };
+            if binary {
+                with_best_simd!(weight_grad_task, GradArgs, CB, true, args)
+            } else {
+                with_best_simd!(weight_grad_task, GradArgs, CB, false, args)
+            }
+        });
+        n0 += nb;
+    }
+    // dW [co, ci, kh, kw] from acc [ci][kh·k + kw][co].
+    let mut dw = vec![0f32; g.co * g.c * k * k];
+    dw.par_chunks_mut(g.c * k * k)
+        .enumerate()
+        .for_each(|(co, row)| {
+            for ci in 0..g.c {
+                for r in 0..k * k {
+                    row[ci * k * k + r] = acc[ci * per_ci + r * cop + co];
+                }
+            }
+        });
+    dw
+}
+
+/// Copies samples `n0..n0 + nb` of `grad [N, Co, H·W]` into `dyt [block][n·HW + pix][CB]`
+/// (zero past `Co`).
+fn transpose_grad<const CB: usize>(grad: &[f32], g: Geom, n0: usize, nb: usize, dyt: &mut [f32]) {
+    let hw = g.hw();
+    dyt.par_chunks_mut(hw * CB)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            // Chunk i: block b, sample s.
+            let (b, s) = (i / nb, i % nb);
+            let width = CB.min(g.co - b * CB);
+            for j in 0..width {
+                let src = &grad[((n0 + s) * g.co + b * CB + j) * hw..][..hw];
+                for (pix, v) in src.iter().enumerate() {
+                    dst[pix * CB + j] = *v;
+                }
+            }
+            if width < CB {
+                for pix in 0..hw {
+                    dst[pix * CB + width..(pix + 1) * CB].fill(0.0);
+                }
+            }
+        });
+}
+
+/// One weight-gradient task: input channel `ci` over a chunk of `nb` samples, adding into
+/// `acc` (`[kh·k + kw][blocks·CB]`).
+struct GradArgs<'a> {
+    lists: &'a Lists,
+    /// The chunk's output gradient, `[block][n·HW][CB]`.
+    dyt: &'a [f32],
+    g: Geom,
+    nb: usize,
+    ci: usize,
+    acc: &'a mut [f32],
+}
+
+/// # Safety
+/// `S`'s instructions run on this CPU; `a.dyt` holds `blocks · nb · H·W` rows of `CB` floats
+/// and the lists' pixels are inside the image.
+#[inline(always)]
+unsafe fn weight_grad_task<S: Simd, const CB: usize, const BIN: bool>(a: GradArgs<'_>) {
+    let g = a.g;
+    let (hw, k, p, nb) = (g.hw(), g.k, g.k / 2, a.nb);
+    let blocks = g.co.div_ceil(CB);
+    let cop = blocks * CB;
+    let (idx, val) = (&a.lists.idx[..], &a.lists.val[..]);
+    assert!(a.dyt.len() >= blocks * nb * hw * CB && a.acc.len() >= k * k * cop);
+    for b in 0..blocks {
+        let dyb = a.dyt[b * nb * hw * CB..].as_ptr();
+        for kh in 0..k {
+            for kw in 0..k {
+                let slot = a.acc[(kh * k + kw) * cop + b * CB..][..CB].as_mut_ptr();
+                let mut acc = unsafe { Acc::<S, CB>::load(slot) };
+                for s in 0..nb {
+                    for j in a.lists.range(s * g.c + a.ci) {
+                        // SAFETY: j < end ≤ len.
+                        let at = unsafe { *idx.get_unchecked(j) } as usize;
+                        let (ih, iw) = (at >> 16, at & 0xffff);
+                        // Output pixel (oh, ow) = (ih + p − kh, iw + p − kw), inside the image.
+                        let (oh, ow) = (ih + p, iw + p);
+                        if oh < kh || oh - kh >= g.h || ow < kw || ow - kw >= g.w {
+                            continue;
+                        }
+                        let q = s * hw + (oh - kh) * g.w + (ow - kw);
+                        // SAFETY: q < nb·HW, so the row is inside this block of `dyt`.
+                        unsafe { acc.add_row::<BIN>(*val.get_unchecked(j), dyb.add(q * CB)) };
+                    }
+                }
+                unsafe { acc.store(slot) };
+            }
+        }
+    }
+}
