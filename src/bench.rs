@@ -108,6 +108,19 @@ pub fn train_step(device: &Device, batch: usize) -> Iteration {
 /// (normal images, or Bernoulli event counts for DVS models): forward, loss (TET for TET models,
 /// label-smoothed cross-entropy otherwise), backward, AdamW (lr 3e-4, wd 0.06). Returns the loss.
 pub fn train_step_for(device: &Device, cfg: &ModelConfig, batch: usize) -> Iteration {
+    train_step_with_rate(device, cfg, batch).0
+}
+
+/// [`train_step_for`], and the mean firing rate of the spiking layers in the latest step
+/// (spikes ÷ outputs over all of them): the density of the spikes the convolutions take, which
+/// the CPU's sparse convolution kernels turn into speed.
+pub fn train_step_with_rate(
+    device: &Device,
+    cfg: &ModelConfig,
+    batch: usize,
+) -> (Iteration, std::rc::Rc<std::cell::Cell<f64>>) {
+    let rate = std::rc::Rc::new(std::cell::Cell::new(f64::NAN));
+    let rate_out = rate.clone();
     let ad = device.clone().autodiff();
     let mut model = Some(cfg.init(&ad).expect("model"));
     let mut opt = AdamW::new(AdamWConfig {
@@ -132,33 +145,35 @@ pub fn train_step_for(device: &Device, cfg: &ModelConfig, batch: usize) -> Itera
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes).collect();
     let y: Tensor<1, Int> = Tensor::from_data(TensorData::new(labels, [batch]), &ad);
     let tet = cfg.tet;
-    Box::new(move || {
+    let step = Box::new(move || {
         let m = model.take().expect("model");
         let x = match &input {
             Input::Static(x) => Input::Static(x.clone()),
             Input::Events(x) => Input::Events(x.clone()),
         }
         .encode(t);
+        let mut monitor = Monitor::enabled();
         let loss = if tet {
             tet_loss(
-                m.forward_time_monitored(x, &mut Monitor::disabled()),
+                m.forward_time_monitored(x, &mut monitor),
                 y.clone(),
                 0.1,
                 1e-3,
                 1.0,
             )
         } else {
-            cross_entropy(
-                m.forward_monitored(x, &mut Monitor::disabled()),
-                y.clone(),
-                0.1,
-            )
+            cross_entropy(m.forward_monitored(x, &mut monitor), y.clone(), 0.1)
         };
         let value = loss.clone().into_scalar::<f32>();
+        let stats = monitor.stats();
+        let spikes: f64 = stats.iter().map(|s| s.spikes).sum();
+        let elements: usize = stats.iter().map(|s| s.elements).sum();
+        rate.set(spikes / elements.max(1) as f64);
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(opt.step(3e-4, m, grads));
         value
-    })
+    });
+    (step, rate_out)
 }
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.

@@ -963,7 +963,7 @@ fn run_bench_train(
         .map_err(|e| format!("--train: {e}"))?;
     for dev_name in devices {
         let dev = dev_name.device();
-        let mut it = statten::bench::train_step_for(&dev, &cfg, batch);
+        let (mut it, rate) = statten::bench::train_step_with_rate(&dev, &cfg, batch);
         let med = median_ms(&mut it, warmup, iters);
         let memory = match statten::bench::device_reserved_bytes(&dev) {
             Some(b) => format!("device pool {:.2} GiB", b as f64 / (1u64 << 30) as f64),
@@ -979,10 +979,11 @@ fn run_bench_train(
         };
         println!(
             "train {preset}{overrides} T={} batch {batch} on {dev_name} ({} CPU threads): \
-             {med:.1} ms/step, {:.1} images/s, {memory}",
+             {med:.1} ms/step, {:.1} images/s, {memory}, mean firing rate {:.3}",
             cfg.time_steps,
             rayon::current_num_threads(),
             batch as f64 / med * 1e3,
+            rate.get(),
         );
     }
     Ok(())

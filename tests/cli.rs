@@ -148,4 +148,10 @@ fn bench_train_reports_throughput_and_memory() {
         .unwrap_or_else(|| panic!("{line}"));
     assert!(ips > 0.0 && ips.is_finite(), "{line}");
     assert!(line.contains("peak RSS"), "{line}");
+    let rate: f64 = line
+        .rsplit("mean firing rate ")
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((0.0..=1.0).contains(&rate), "{line}");
 }
