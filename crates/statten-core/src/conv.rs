@@ -1,4 +1,5 @@
-//! Stride-1, same-padded `k×k` convolutions on CPU whose backward is two large matrix products.
+//! Stride-1, same-padded `k×k` convolutions on CPU: a backward of two large matrix products, and
+//! a forward and weight gradient over the non-zeros of spike inputs.
 //!
 //! Burn's CPU backend computes a convolution's weight gradient as another convolution with batch
 //! and channels swapped: for a 3×3 layer that is a product with only 9 output columns per input
@@ -333,6 +334,7 @@ fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, acc
 #[cfg(feature = "flex")]
 /// The backward of a same convolution on plain buffers: `(dx, dw)`; `dx` is empty unless
 /// `need_x`.
+#[allow(clippy::too_many_arguments)]
 fn backward_f32(
     x: &[f32],
     weight: &[f32],
@@ -608,8 +610,16 @@ mod tests {
         let g = Geom { c, co, h, w, k };
         let vec = |t: Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
         let x = vec(sparse_input([n, c, h, w], 1, &device));
-        let wt = vec(Tensor::random([co, c, k, k], Distribution::Normal(0.0, 0.1), &device));
-        let dy = vec(Tensor::random([n, co, h, w], Distribution::Normal(0.0, 1.0), &device));
+        let wt = vec(Tensor::random(
+            [co, c, k, k],
+            Distribution::Normal(0.0, 0.1),
+            &device,
+        ));
+        let dy = vec(Tensor::random(
+            [n, co, h, w],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        ));
         let run = |threads: usize, chunk: usize| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -656,7 +666,10 @@ mod tests {
         let mut xs = vec![0f32; 2 * 2 * 4 * 4];
         xs[5] = f32::NAN;
         let x = Tensor::<4>::from_data(TensorData::new(xs, [2, 2, 4, 4]), &device);
-        let y = same_conv(x, conv.weight.val()).to_data().try_to_vec::<f32>().unwrap();
+        let y = same_conv(x, conv.weight.val())
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         // Input pixel (1, 1) of sample 0, channel 0: its 3×3 window of outputs in every channel.
         let nan = y.iter().filter(|v| v.is_nan()).count();
         assert_eq!(nan, 3 * 9, "{y:?}");

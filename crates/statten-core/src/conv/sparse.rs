@@ -57,7 +57,6 @@ fn is_binary(x: &[f32]) -> bool {
         .all(|c| c.iter().all(|v| *v == 0.0 || *v == 1.0))
 }
 
-
 /// Whether the environment turns the sparse kernels off (`STATTEN_DENSE_CONV=1`, read once): for
 /// measuring them against the dense path with one binary.
 fn turned_off() -> bool {
@@ -218,7 +217,7 @@ struct Acc<S: Simd, const CB: usize> {
 impl<S: Simd, const CB: usize> Acc<S, CB> {
     /// Vectors per block; a block is whole vectors (checked when compiled).
     const N: usize = {
-        assert!(CB % S::W == 0 && CB / S::W <= 64);
+        assert!(CB.is_multiple_of(S::W) && CB / S::W <= 64);
         CB / S::W
     };
 
@@ -396,8 +395,8 @@ fn channel_lists(x: &[f32], g: Geom, n0: usize, nb: usize) -> Lists {
         .map(|i| plane(i).iter().map(|v| (*v != 0.0) as usize).sum())
         .collect();
     Lists::build(counts, 64, |first, rel, idx, val| {
-        for j in 0..rel.len() - 1 {
-            let mut at = rel[j];
+        for (j, bounds) in rel.windows(2).enumerate() {
+            let mut at = bounds[0];
             let mut pix = 0usize;
             for ih in 0..g.h {
                 for iw in 0..g.w {
