@@ -27,9 +27,10 @@ pub(super) enum Pass {
 /// The largest fraction of non-zeros at which the sparse kernels beat the dense ones. A
 /// non-zero costs a row of `Co` additions read from the L2 cache where gemm runs near the core's
 /// peak from registers, so sparse wins below a break-even density, measured on a 2-core
-/// AVX-512 EPYC with the shapes of the CIFAR-10 2-512 model at 7, 15 and 28 % (examples in the
-/// commit that set these): a `k×k` forward still wins at 28 % (its windows overlap, so rows
-/// are reused from L1), its weight gradient up to about 20 %, a 1×1 product only to about 10 %.
+/// AVX-512 EPYC with the shapes of the CIFAR-10 2-512 model at 7, 15 and 28 % (BENCHMARKS.md,
+/// "Spike-sparse convolutions"): a `k×k` forward still wins at 28 % (its windows overlap, so
+/// rows are reused from L1), its weight gradient up to about 20 %, a 1×1 product only to about
+/// 10 %.
 pub(super) fn max_density(k: usize, pass: Pass) -> f64 {
     match (k, pass) {
         (1, _) => 0.1,
