@@ -111,9 +111,10 @@ pub fn train_step_for(device: &Device, cfg: &ModelConfig, batch: usize) -> Itera
     train_step_with_rate(device, cfg, batch).0
 }
 
-/// [`train_step_for`], and the mean firing rate of the spiking layers in the latest step
-/// (spikes ÷ outputs over all of them): the density of the spikes the convolutions take, which
-/// the CPU's sparse convolution kernels turn into speed.
+/// [`train_step_for`], and the mean firing rate of the spiking layers in the first step
+/// (spikes ÷ outputs over all of them; NaN before it): the density of the spikes the
+/// convolutions take, which the CPU's sparse convolution kernels turn into speed. Only the first
+/// step records it, so the later (timed) steps do no monitoring work.
 pub fn train_step_with_rate(
     device: &Device,
     cfg: &ModelConfig,
@@ -152,7 +153,12 @@ pub fn train_step_with_rate(
             Input::Events(x) => Input::Events(x.clone()),
         }
         .encode(t);
-        let mut monitor = Monitor::enabled();
+        let first = rate.get().is_nan();
+        let mut monitor = if first {
+            Monitor::enabled()
+        } else {
+            Monitor::disabled()
+        };
         let loss = if tet {
             tet_loss(
                 m.forward_time_monitored(x, &mut monitor),
@@ -165,10 +171,12 @@ pub fn train_step_with_rate(
             cross_entropy(m.forward_monitored(x, &mut monitor), y.clone(), 0.1)
         };
         let value = loss.clone().into_scalar::<f32>();
-        let stats = monitor.stats();
-        let spikes: f64 = stats.iter().map(|s| s.spikes).sum();
-        let elements: usize = stats.iter().map(|s| s.elements).sum();
-        rate.set(spikes / elements.max(1) as f64);
+        if first {
+            let stats = monitor.stats();
+            let spikes: f64 = stats.iter().map(|s| s.spikes).sum();
+            let elements: usize = stats.iter().map(|s| s.elements).sum();
+            rate.set(spikes / elements.max(1) as f64);
+        }
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(opt.step(3e-4, m, grads));
         value

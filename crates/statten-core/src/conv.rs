@@ -356,7 +356,11 @@ fn backward_f32(
     } else {
         Vec::new()
     };
-    let mut dy = vec![0f32; g.co * nb_max * hw];
+    let mut dy = if dense_dw || need_x {
+        vec![0f32; g.co * nb_max * hw]
+    } else {
+        Vec::new()
+    };
     let mut dcols = if need_x {
         vec![0f32; kr * nb_max * hw]
     } else {
@@ -372,7 +376,8 @@ fn backward_f32(
     } else {
         Vec::new()
     };
-    let mut n0 = 0;
+    // Neither product wanted (a sparse first layer): nothing to gather.
+    let mut n0 = if dense_dw || need_x { 0 } else { n };
     while n0 < n {
         let nb = nb_max.min(n - n0);
         let plen = (nb * hw) as isize;
@@ -432,8 +437,8 @@ mod flex_impl {
             {
                 let xs = contiguous_f32(&x);
                 let g = Geom { c, co, h, w, k };
-                if sparse::applies(&xs, g, sparse::Pass::Forward) {
-                    let y = sparse::forward(&xs, &contiguous_f32(&weight), g, n);
+                if let Some(sc) = sparse::applies(&xs, g, sparse::Pass::Forward) {
+                    let y = sparse::forward(&xs, &contiguous_f32(&weight), g, n, sc.binary);
                     return FlexTensor::from_data(TensorData::new(y, vec![n, co, h, w]));
                 }
             }
@@ -467,9 +472,9 @@ mod flex_impl {
             let ws = contiguous_f32(&weight);
             let gs = contiguous_f32(&grad);
             let sparse_x = sparse::applies(&xs, g, sparse::Pass::WeightGrad);
-            let (dx, mut dw) = backward_f32(&xs, &ws, &gs, g, n, need_x, !sparse_x, chunk);
-            if sparse_x {
-                dw = sparse::weight_grad(&xs, &gs, g, n, chunk);
+            let (dx, mut dw) = backward_f32(&xs, &ws, &gs, g, n, need_x, sparse_x.is_none(), chunk);
+            if let Some(sc) = sparse_x {
+                dw = sparse::weight_grad(&xs, &gs, g, n, chunk, sc.binary);
             }
             let dx = if need_x {
                 FlexTensor::from_data(TensorData::new(dx, vec![n, c, h, w]))
@@ -580,8 +585,8 @@ mod tests {
             let xs = x.to_data().try_to_vec::<f32>().unwrap();
             let g = Geom { c, co, h, w, k };
             assert!(
-                sparse::applies(&xs, g, sparse::Pass::Forward)
-                    && sparse::applies(&xs, g, sparse::Pass::WeightGrad),
+                sparse::applies(&xs, g, sparse::Pass::Forward).is_some()
+                    && sparse::applies(&xs, g, sparse::Pass::WeightGrad).is_some(),
                 "the test input must take the sparse kernels"
             );
             let ours = same_conv(x.clone(), conv.weight.val());
@@ -610,6 +615,7 @@ mod tests {
         let g = Geom { c, co, h, w, k };
         let vec = |t: Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
         let x = vec(sparse_input([n, c, h, w], 1, &device));
+        assert!(!sparse::scan(&x).binary, "the test input holds twos");
         let wt = vec(Tensor::random(
             [co, c, k, k],
             Distribution::Normal(0.0, 0.1),
@@ -627,8 +633,8 @@ mod tests {
                 .unwrap()
                 .install(|| {
                     (
-                        sparse::forward(&x, &wt, g, n),
-                        sparse::weight_grad(&x, &dy, g, n, chunk),
+                        sparse::forward(&x, &wt, g, n, false),
+                        sparse::weight_grad(&x, &dy, g, n, chunk, false),
                     )
                 })
         };
@@ -656,11 +662,15 @@ mod tests {
         };
         let x = |nnz: usize| (0..10).map(|i| (i < nnz) as u8 as f32).collect::<Vec<_>>();
         // 3×3: forward up to 30 %, weight gradient up to 20 %; 1×1: 10 %.
-        assert!(sparse::applies(&x(3), g(3), Forward) && !sparse::applies(&x(4), g(3), Forward));
-        assert!(sparse::applies(&x(2), g(3), WeightGrad));
-        assert!(!sparse::applies(&x(3), g(3), WeightGrad));
-        assert!(sparse::applies(&x(1), g(1), Forward) && !sparse::applies(&x(2), g(1), Forward));
-        assert!(!sparse::applies(&[], g(3), Forward));
+        let takes = |nnz, k, pass| sparse::applies(&x(nnz), g(k), pass).is_some();
+        assert!(takes(3, 3, Forward) && !takes(4, 3, Forward));
+        assert!(takes(2, 3, WeightGrad) && !takes(3, 3, WeightGrad));
+        assert!(takes(1, 1, Forward) && !takes(2, 1, Forward));
+        assert!(sparse::applies(&[], g(3), Forward).is_none());
+        // One pass tells density and binarity; a 2 or a NaN is not binary.
+        let sc = sparse::scan(&x(3));
+        assert!(sc.binary && (sc.density - 0.3).abs() < 1e-12);
+        assert!(!sparse::scan(&[0.0, 2.0]).binary && !sparse::scan(&[f32::NAN]).binary);
         let device = Device::flex();
         let conv = conv2d(2, 3, 3, false, &device);
         let mut xs = vec![0f32; 2 * 2 * 4 * 4];

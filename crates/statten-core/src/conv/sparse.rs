@@ -39,23 +39,34 @@ pub(super) fn max_density(k: usize, pass: Pass) -> f64 {
     }
 }
 
-/// The fraction of non-zero elements of `x` (NaN counts as non-zero).
-pub(super) fn density(x: &[f32]) -> f64 {
-    if x.is_empty() {
-        return 1.0;
-    }
-    let nnz: usize = x
-        .par_chunks(1 << 16)
-        .map(|c| c.iter().filter(|v| **v != 0.0).count())
-        .sum();
-    nnz as f64 / x.len() as f64
+/// What one pass over an input tells the kernels.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scan {
+    /// The fraction of non-zero elements (NaN counts as non-zero; 1 for an empty input).
+    pub(super) density: f64,
+    /// Every element is 0 or 1 (spikes): the kernels then add rows without multiplying.
+    pub(super) binary: bool,
 }
 
-/// Whether every element of `x` is 0 or 1 (spikes): the kernels then add rows without
-/// multiplying.
-fn is_binary(x: &[f32]) -> bool {
-    x.par_chunks(1 << 16)
-        .all(|c| c.iter().all(|v| *v == 0.0 || *v == 1.0))
+/// One parallel pass over `x`: its density and whether it is binary.
+pub(super) fn scan(x: &[f32]) -> Scan {
+    if x.is_empty() {
+        return Scan {
+            density: 1.0,
+            binary: true,
+        };
+    }
+    let (nnz, binary) = x
+        .par_chunks(1 << 16)
+        .map(|c| {
+            let nnz = c.iter().filter(|v| **v != 0.0).count();
+            (nnz, c.iter().all(|v| *v == 0.0 || *v == 1.0))
+        })
+        .reduce(|| (0, true), |a, b| (a.0 + b.0, a.1 && b.1));
+    Scan {
+        density: nnz as f64 / x.len() as f64,
+        binary,
+    }
 }
 
 /// Whether the environment turns the sparse kernels off (`STATTEN_DENSE_CONV=1`, read once): for
@@ -65,10 +76,14 @@ fn turned_off() -> bool {
     *OFF.get_or_init(|| std::env::var("STATTEN_DENSE_CONV").is_ok_and(|v| v == "1"))
 }
 
-/// Whether the sparse kernel of `pass` takes `x` in a convolution of geometry `g` (pixel
-/// coordinates are kept in 16 bits).
-pub(super) fn applies(x: &[f32], g: Geom, pass: Pass) -> bool {
-    g.h < 1 << 16 && g.w < 1 << 16 && !turned_off() && density(x) <= max_density(g.k, pass)
+/// The scan of `x` when the sparse kernel of `pass` takes it in a convolution of geometry `g`
+/// (pixel coordinates are kept in 16 bits), else `None`.
+pub(super) fn applies(x: &[f32], g: Geom, pass: Pass) -> Option<Scan> {
+    if g.h >= 1 << 16 || g.w >= 1 << 16 || turned_off() {
+        return None;
+    }
+    let sc = scan(x);
+    (sc.density <= max_density(g.k, pass)).then_some(sc)
 }
 
 /// A block of output channels: the widest of 64 and 32 that does not exceed `co` rounded up to
@@ -139,75 +154,71 @@ mod x86 {
     /// Sixteen lanes.
     pub(super) struct Avx512;
 
-    impl Simd for Avx2 {
-        type V = __m256;
-        const W: usize = 8;
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn zero() -> __m256 {
-            _mm256_setzero_ps()
-        }
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn splat(v: f32) -> __m256 {
-            _mm256_set1_ps(v)
-        }
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn load(p: *const f32) -> __m256 {
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
-        }
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-            _mm256_mul_ps(a, b)
-        }
+    /// `Simd` for one x86 vector type: its lanes, the target feature and its intrinsics.
+    macro_rules! x86_simd {
+        ($isa:ident, $v:ty, $w:expr, $feat:literal,
+         $zero:ident, $splat:ident, $load:ident, $store:ident, $add:ident, $mul:ident) => {
+            impl Simd for $isa {
+                type V = $v;
+                const W: usize = $w;
+                #[inline]
+                #[target_feature(enable = $feat)]
+                unsafe fn zero() -> $v {
+                    $zero()
+                }
+                #[inline]
+                #[target_feature(enable = $feat)]
+                unsafe fn splat(v: f32) -> $v {
+                    $splat(v)
+                }
+                #[inline]
+                #[target_feature(enable = $feat)]
+                unsafe fn load(p: *const f32) -> $v {
+                    unsafe { $load(p) }
+                }
+                #[inline]
+                #[target_feature(enable = $feat)]
+                unsafe fn store(p: *mut f32, v: $v) {
+                    unsafe { $store(p, v) }
+                }
+                #[inline]
+                #[target_feature(enable = $feat)]
+                unsafe fn add(a: $v, b: $v) -> $v {
+                    $add(a, b)
+                }
+                #[inline]
+                #[target_feature(enable = $feat)]
+                unsafe fn mul(a: $v, b: $v) -> $v {
+                    $mul(a, b)
+                }
+            }
+        };
     }
 
-    impl Simd for Avx512 {
-        type V = __m512;
-        const W: usize = 16;
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn splat(v: f32) -> __m512 {
-            _mm512_set1_ps(v)
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn load(p: *const f32) -> __m512 {
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-            _mm512_mul_ps(a, b)
-        }
-    }
+    x86_simd!(
+        Avx2,
+        __m256,
+        8,
+        "avx2",
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_add_ps,
+        _mm256_mul_ps
+    );
+    x86_simd!(
+        Avx512,
+        __m512,
+        16,
+        "avx512f",
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_add_ps,
+        _mm512_mul_ps
+    );
 }
 
 /// `CB` floats of accumulators in `CB / W` vectors (at most 64 lanes).
@@ -413,14 +424,15 @@ fn channel_lists(x: &[f32], g: Geom, n0: usize, nb: usize) -> Lists {
     })
 }
 
-/// The forward `y [N, Co, H, W] = conv(x, weight)` over the non-zeros of `x`.
-pub(super) fn forward(x: &[f32], weight: &[f32], g: Geom, n: usize) -> Vec<f32> {
+/// The forward `y [N, Co, H, W] = conv(x, weight)` over the non-zeros of `x`; `binary`: every
+/// element of `x` is 0 or 1 (see [`Scan`]).
+pub(super) fn forward(x: &[f32], weight: &[f32], g: Geom, n: usize, binary: bool) -> Vec<f32> {
     let kr = g.col_rows();
     let cb = block_width(g.co, kr);
     match cb {
-        64 => forward_cb::<64>(x, weight, g, n),
-        32 => forward_cb::<32>(x, weight, g, n),
-        _ => forward_cb::<16>(x, weight, g, n),
+        64 => forward_cb::<64>(x, weight, g, n, binary),
+        32 => forward_cb::<32>(x, weight, g, n, binary),
+        _ => forward_cb::<16>(x, weight, g, n, binary),
     }
 }
 
@@ -449,10 +461,15 @@ fn pack_weight<const CB: usize>(weight: &[f32], g: Geom) -> Vec<f32> {
     packed
 }
 
-fn forward_cb<const CB: usize>(x: &[f32], weight: &[f32], g: Geom, n: usize) -> Vec<f32> {
+fn forward_cb<const CB: usize>(
+    x: &[f32],
+    weight: &[f32],
+    g: Geom,
+    n: usize,
+    binary: bool,
+) -> Vec<f32> {
     let (hw, kr) = (g.hw(), g.col_rows());
     let lists = pixel_lists(x, g, n);
-    let binary = is_binary(x);
     let packed = pack_weight::<CB>(weight, g);
     let blocks = g.co.div_ceil(CB);
     let mut y = vec![0f32; n * g.co * hw];
@@ -550,13 +567,20 @@ fn grad_chunk(n: usize, g: Geom) -> usize {
 
 /// The weight gradient `dW [Co, C, k, k]` over the non-zeros of `x`; `grad = dL/dy [N, Co, H,
 /// W]`. `chunk` samples at a time (0: chosen from the shapes); the result does not depend on it.
-pub(super) fn weight_grad(x: &[f32], grad: &[f32], g: Geom, n: usize, chunk: usize) -> Vec<f32> {
+pub(super) fn weight_grad(
+    x: &[f32],
+    grad: &[f32],
+    g: Geom,
+    n: usize,
+    chunk: usize,
+    binary: bool,
+) -> Vec<f32> {
     let kr = g.col_rows();
     let cb = block_width(g.co, kr);
     match cb {
-        64 => weight_grad_cb::<64>(x, grad, g, n, chunk),
-        32 => weight_grad_cb::<32>(x, grad, g, n, chunk),
-        _ => weight_grad_cb::<16>(x, grad, g, n, chunk),
+        64 => weight_grad_cb::<64>(x, grad, g, n, chunk, binary),
+        32 => weight_grad_cb::<32>(x, grad, g, n, chunk, binary),
+        _ => weight_grad_cb::<16>(x, grad, g, n, chunk, binary),
     }
 }
 
@@ -566,6 +590,7 @@ fn weight_grad_cb<const CB: usize>(
     g: Geom,
     n: usize,
     chunk: usize,
+    binary: bool,
 ) -> Vec<f32> {
     let (hw, k) = (g.hw(), g.k);
     let blocks = g.co.div_ceil(CB);
@@ -580,7 +605,6 @@ fn weight_grad_cb<const CB: usize>(
     let mut acc = vec![0f32; g.c * per_ci];
     // The chunk's output gradient, pixel-major in blocks: [block][n·HW][CB].
     let mut dyt = vec![0f32; blocks * nb_max * hw * CB];
-    let binary = is_binary(x);
     let mut n0 = 0;
     while n0 < n {
         let nb = nb_max.min(n - n0);
