@@ -22,8 +22,9 @@
 //! a multiply-add per element. The output then equals Burn's to rounding (another summation
 //! order); the choice depends on the data alone, so runs stay reproducible.
 //!
-//! Backends: `Flex` and `Autodiff` over it; other devices use Burn's `Conv2d::forward`
-//! ([`same_conv_supported`] tells which).
+//! Backends: `Flex` and `Autodiff` over it. On CubeCL devices (wgpu) a `k×k` convolution runs
+//! as im2col and one matrix product in tensor operations ([`gemm_conv`]); other devices use
+//! Burn's `Conv2d::forward` ([`same_conv_supported`] and [`gemm_conv_supported`] tell which).
 
 #[cfg(feature = "flex")]
 use crate::cpu_kernels::SendPtr;
@@ -39,6 +40,7 @@ use burn::backend::{backend_extension, Backend, Dispatch};
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
+use burn::tensor::ops::PadMode;
 use burn::tensor::DType;
 
 /// A stride-1 convolution with zero padding `k/2` on every side (`k` odd), no bias, one group.
@@ -59,9 +61,9 @@ pub trait SameConvOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// Whether `conv` applied to `x` can run as [`same_conv`]: `x` is f32 on flex (autodiff or not)
-/// and `conv` has stride 1, dilation 1, one group and a square odd kernel with padding `k/2`.
-pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
+/// Whether `conv` has stride 1, dilation 1, one group and a square odd kernel with padding `k/2`
+/// (every convolution of the SDT and Spikformer models).
+pub fn same_shaped(conv: &Conv2d) -> bool {
     let [kh, kw] = conv.kernel_size;
     let p = kh / 2;
     let padded = match conv.padding {
@@ -69,15 +71,92 @@ pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
         PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r] == [p; 4],
         PaddingConfig2d::Valid => kh == 1,
     };
-    let shape_ok = kh == kw
+    kh == kw
         && kh % 2 == 1
         && conv.stride == [1, 1]
         && conv.dilation == [1, 1]
         && conv.groups == 1
-        && padded;
-    shape_ok
+        && padded
+}
+
+/// Whether `conv` applied to `x` can run as [`same_conv`]: `x` is f32 on flex (autodiff or not)
+/// and `conv` is [`same_shaped`].
+pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
+    same_shaped(conv)
         && x.dtype() == DType::F32
         && crate::cpu_kernels::on_flex(&x.clone().into_dispatch().kind)
+}
+
+/// Whether `conv` applied to `x` runs as [`gemm_conv`]: a [`same_shaped`] convolution with a
+/// kernel larger than 1×1 on a CubeCL device (wgpu), unless `STATTEN_BURN_CONV=1` asks for
+/// Burn's convolution there.
+pub fn gemm_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
+    conv.kernel_size[0] > 1
+        && same_shaped(conv)
+        && on_cube(&x.clone().into_dispatch().kind)
+        && !std::env::var("STATTEN_BURN_CONV").is_ok_and(|v| v == "1")
+}
+
+fn on_cube(kind: &burn::backend::DispatchTensorKind) -> bool {
+    use burn::backend::DispatchTensorKind;
+    match kind {
+        #[cfg(feature = "wgpu")]
+        DispatchTensorKind::Cube(_) => true,
+        DispatchTensorKind::Autodiff(inner) => on_cube(inner),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// Floats of im2col columns one [`gemm_conv`] product takes at most (1 GiB of f32): the batch
+/// is split into chunks below this, since wgpu binds no buffer over 2 GiB.
+pub const GEMM_CONV_MAX_COLS: usize = 1 << 28;
+
+/// A [`same_shaped`] convolution (no bias) as im2col and one matrix product, in tensor
+/// operations alone, so that autodiff differentiates it: `cols [C·k·k, N·H·W]` gathered from
+/// `k·k` shifted slices of the zero-padded input, then `W [Co, C·k·k] · cols`. On GPUs this
+/// replaces Burn's convolution for f32, whose only kernel there without tensor cores is a direct
+/// convolution (47–75 ms per CIFAR-10 stem layer at batch 64 on an H200, 65 % of the step);
+/// the products run in Burn's tuned matmul. The columns are `k·k` times the input: the batch is
+/// cut into chunks of at most `max_cols` floats of them.
+pub fn gemm_conv(x: Tensor<4>, weight: Tensor<4>, max_cols: usize) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let [co, ci, k, k2] = weight.dims();
+    assert!(
+        ci == c && k == k2 && k % 2 == 1,
+        "gemm_conv: weight {:?} for input {:?}",
+        weight.dims(),
+        x.dims()
+    );
+    let p = k / 2;
+    let wm: Tensor<2> = weight.reshape([co, c * k * k]);
+    let per_sample = (c * k * k * h * w).max(1);
+    let nb = (max_cols / per_sample).clamp(1, n.max(1));
+    // [C, N, H, W]: one chunk's columns are then a [C·k·k, nb·H·W] matrix without a transpose.
+    let xc = x.swap_dims(0, 1);
+    let mut outs = Vec::with_capacity(n.div_ceil(nb));
+    for n0 in (0..n).step_by(nb) {
+        let n1 = (n0 + nb).min(n);
+        let xs = if n0 == 0 && n1 == n {
+            xc.clone()
+        } else {
+            xc.clone().slice([0..c, n0..n1, 0..h, 0..w])
+        };
+        let xp = xs.pad((p, p, p, p), PadMode::Constant(0.0));
+        let shifts: Vec<Tensor<4>> = (0..k)
+            .flat_map(|ky| (0..k).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| xp.clone().slice([0..c, 0..n1 - n0, ky..ky + h, kx..kx + w]))
+            .collect();
+        // [C, k·k, nb, H, W]: row c·k·k + ky·k + kx, the weight's own order.
+        let cols: Tensor<2> = Tensor::stack::<5>(shifts, 1).reshape([c * k * k, (n1 - n0) * h * w]);
+        outs.push(wm.clone().matmul(cols).reshape([co, n1 - n0, h, w]));
+    }
+    let y = if outs.len() == 1 {
+        outs.pop().expect("one chunk")
+    } else {
+        Tensor::cat(outs, 1)
+    };
+    y.swap_dims(0, 1)
 }
 
 /// `conv(x, weight)` through [`SameConvOps`] (see [`same_conv_supported`]); no bias.

@@ -224,12 +224,16 @@ fn zero_conv_bias(mut conv: Conv2d) -> Conv2d {
 /// `conv.forward(x)`, through [`crate::conv::same_conv`] where it applies (f32 on flex, stride
 /// 1, padding `k/2`): the same output — bit for bit for a dense input, to rounding for spikes,
 /// which take sparse kernels — with a backward made of large matrix products (or sparse
-/// gathers) instead of Burn's swapped-axes convolution (see [`crate::conv`]).
+/// gathers) instead of Burn's swapped-axes convolution (see [`crate::conv`]). On GPUs a `k×k`
+/// convolution runs as [`crate::conv::gemm_conv`] (im2col and one matrix product).
 pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if !crate::conv::same_conv_supported(conv, &x) {
+    let y = if crate::conv::same_conv_supported(conv, &x) {
+        crate::conv::same_conv(x, conv.weight.val())
+    } else if crate::conv::gemm_conv_supported(conv, &x) {
+        crate::conv::gemm_conv(x, conv.weight.val(), crate::conv::GEMM_CONV_MAX_COLS)
+    } else {
         return conv.forward(x);
-    }
-    let y = crate::conv::same_conv(x, conv.weight.val());
+    };
     match &conv.bias {
         Some(b) => {
             let co = b.dims()[0];

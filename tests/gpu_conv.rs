@@ -1,0 +1,64 @@
+//! The GPU convolution (`statten_core::conv::gemm_conv`: im2col and one matrix product in tensor
+//! operations) against Burn's `Conv2d::forward` on wgpu (Mesa's software Vulkan in CI): forward
+//! and both gradients to rounding, for 1×1 / 3×3 / 5×5 kernels, with the batch in one chunk of
+//! columns or cut into several.
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use statten_core::conv::{gemm_conv, gemm_conv_supported, same_conv_supported};
+use statten_core::layers::{conv2d, conv_forward};
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// Largest |a − b| over max |b|; NaN, Inf and a length mismatch fail.
+fn max_rel<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let (a, b) = (to_vec(a), to_vec(b));
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let mut worst = 0f32;
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.is_finite() && y.is_finite(), "non-finite {x} / {y}");
+        worst = worst.max((x - y).abs() / scale);
+    }
+    worst
+}
+
+#[test]
+#[cfg_attr(statten_skip_wgpu, ignore = "STATTEN_SKIP_WGPU is set")]
+fn gemm_conv_matches_burn_conv_on_wgpu() {
+    let device = Device::wgpu(Default::default()).autodiff();
+    for (k, c, co, n, h, w) in [(3, 5, 4, 3, 7, 6), (1, 6, 3, 2, 5, 5), (5, 3, 2, 3, 6, 7)] {
+        let conv = conv2d(c, co, k, false, &device);
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        assert!(
+            !same_conv_supported(&conv, &x),
+            "the flex operator is flex-only"
+        );
+        assert_eq!(gemm_conv_supported(&conv, &x), k > 1, "k={k}");
+        let burn = conv.forward(x.clone());
+        let r = Tensor::<4>::random(burn.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let gb = (burn.clone() * r.clone()).sum().backward();
+        let (dxb, dwb) = (x.grad(&gb).unwrap(), conv.weight.grad(&gb).unwrap());
+        let per_sample = c * k * k * h * w;
+        // One chunk; one sample per chunk; two per chunk (a ragged last chunk for n = 3).
+        for max_cols in [usize::MAX, per_sample, 2 * per_sample] {
+            let ours = gemm_conv(x.clone(), conv.weight.val(), max_cols);
+            assert_eq!(ours.dims(), burn.dims());
+            let e = max_rel(ours.clone(), burn.clone());
+            assert!(e < 1e-5, "forward k={k} max_cols={max_cols}: {e}");
+            let g = (ours * r.clone()).sum().backward();
+            let e = max_rel(x.grad(&g).unwrap(), dxb.clone());
+            assert!(e < 1e-5, "dx k={k} max_cols={max_cols}: {e}");
+            let e = max_rel(conv.weight.grad(&g).unwrap(), dwb.clone());
+            assert!(e < 1e-5, "dw k={k} max_cols={max_cols}: {e}");
+        }
+    }
+    // Through the layer (bias included), as the models call it.
+    let conv = conv2d(4, 6, 3, true, &device);
+    let x = Tensor::<4>::random([2, 4, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+    let e = max_rel(conv_forward(&conv, x.clone()), conv.forward(x));
+    assert!(e < 1e-5, "conv_forward: {e}");
+}
