@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use statten_core::conv::{gemm_conv, gemm_conv_supported, same_conv_supported};
+use statten_core::conv::{gemm_conv, gemm_conv_max_cols, gemm_conv_supported, same_conv_supported};
 use statten_core::layers::{conv2d, conv_forward};
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -42,7 +42,7 @@ fn gemm_conv_matches_burn_conv_on_wgpu() {
         let r = Tensor::<4>::random(burn.dims(), Distribution::Normal(0.0, 1.0), &device);
         let gb = (burn.clone() * r.clone()).sum().backward();
         let (dxb, dwb) = (x.grad(&gb).unwrap(), conv.weight.grad(&gb).unwrap());
-        let per_sample = c * k * k * h * w;
+        let per_sample = (c * k * k).max(co) * h * w;
         // One chunk; one sample per chunk; two per chunk (a ragged last chunk for n = 3).
         for max_cols in [usize::MAX, per_sample, 2 * per_sample] {
             let ours = gemm_conv(x.clone(), conv.weight.val(), max_cols);
@@ -56,6 +56,21 @@ fn gemm_conv_matches_burn_conv_on_wgpu() {
             assert!(e < 1e-5, "dw k={k} max_cols={max_cols}: {e}");
         }
     }
+    // A layer whose columns for one sample do not fit the device's buffers keeps Burn's
+    // convolution (no chunk could hold them).
+    let max_cols = gemm_conv_max_cols(&device);
+    assert!((1..=1 << 28).contains(&max_cols), "{max_cols}");
+    let side = ((max_cols / (16 * 9)) as f64).sqrt() as usize + 2;
+    let wide = Tensor::<4>::zeros([1, 16, side, side], &device);
+    assert!(!gemm_conv_supported(
+        &conv2d(16, 16, 3, false, &device),
+        &wide
+    ));
+    assert!(gemm_conv_supported(
+        &conv2d(16, 16, 3, false, &device),
+        &Tensor::<4>::zeros([1, 16, 8, 8], &device)
+    ));
+
     // Through the layer (bias included), as the models call it.
     let conv = conv2d(4, 6, 3, true, &device);
     let x = Tensor::<4>::random([2, 4, 5, 5], Distribution::Normal(0.0, 1.0), &device);

@@ -88,12 +88,16 @@ pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
 }
 
 /// Whether `conv` applied to `x` runs as [`gemm_conv`]: a [`same_shaped`] convolution with a
-/// kernel larger than 1×1 on a CubeCL device (wgpu), unless `STATTEN_BURN_CONV=1` asks for
-/// Burn's convolution there.
+/// kernel larger than 1×1 on a CubeCL device (wgpu) whose columns and output for one sample
+/// fit [`gemm_conv_max_cols`], unless `STATTEN_BURN_CONV=1` asks for Burn's convolution there.
 pub fn gemm_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
-    conv.kernel_size[0] > 1
+    let [_, c, h, w] = x.dims();
+    let k = conv.kernel_size[0];
+    let co = conv.weight.dims()[0];
+    k > 1
         && same_shaped(conv)
         && on_cube(&x.clone().into_dispatch().kind)
+        && (c * k * k).max(co) * h * w <= gemm_conv_max_cols(&x.device())
         && !std::env::var("STATTEN_BURN_CONV").is_ok_and(|v| v == "1")
 }
 
@@ -108,9 +112,33 @@ fn on_cube(kind: &burn::backend::DispatchTensorKind) -> bool {
     }
 }
 
-/// Floats of im2col columns one [`gemm_conv`] product takes at most (1 GiB of f32): the batch
-/// is split into chunks below this, since wgpu binds no buffer over 2 GiB.
-pub const GEMM_CONV_MAX_COLS: usize = 1 << 28;
+/// Floats one [`gemm_conv`] product may take for its columns or its output: half the largest
+/// buffer the device allocates (wgpu: 2 GiB on most GPUs, 128 MiB on Mesa's software Vulkan),
+/// at most 1 GiB of f32, and 1 GiB off GPUs.
+pub fn gemm_conv_max_cols(device: &Device) -> usize {
+    let cap = 1usize << 28;
+    match max_buffer_bytes(device) {
+        Some(bytes) => ((bytes / 4 / 2) as usize).clamp(1, cap),
+        None => cap,
+    }
+}
+
+/// Output positions (columns) one [`gemm_conv`] product takes at most.
+const MAX_GEMM_COLUMNS: usize = 1 << 19;
+
+/// The largest buffer, in bytes, the CubeCL device `device` allocates; `None` for other devices.
+fn max_buffer_bytes(device: &Device) -> Option<u64> {
+    #[cfg(feature = "wgpu")]
+    {
+        if let burn::backend::DispatchDevice::Cube(d) =
+            device.clone().without_autodiff().as_dispatch()
+        {
+            return Some(d.client().properties().memory.max_page_size);
+        }
+    }
+    let _ = device;
+    None
+}
 
 /// A [`same_shaped`] convolution (no bias) as im2col and one matrix product, in tensor
 /// operations alone, so that autodiff differentiates it: `cols [C·k·k, N·H·W]` gathered from
@@ -118,7 +146,8 @@ pub const GEMM_CONV_MAX_COLS: usize = 1 << 28;
 /// replaces Burn's convolution for f32, whose only kernel there without tensor cores is a direct
 /// convolution (47–75 ms per CIFAR-10 stem layer at batch 64 on an H200, 65 % of the step);
 /// the products run in Burn's tuned matmul. The columns are `k·k` times the input: the batch is
-/// cut into chunks of at most `max_cols` floats of them.
+/// cut into chunks of at most `max_cols` floats of them and of output (one sample per chunk at
+/// least; see [`gemm_conv_max_cols`]).
 pub fn gemm_conv(x: Tensor<4>, weight: Tensor<4>, max_cols: usize) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let [co, ci, k, k2] = weight.dims();
@@ -130,8 +159,12 @@ pub fn gemm_conv(x: Tensor<4>, weight: Tensor<4>, max_cols: usize) -> Tensor<4> 
     );
     let p = k / 2;
     let wm: Tensor<2> = weight.reshape([co, c * k * k]);
-    let per_sample = (c * k * k * h * w).max(1);
-    let nb = (max_cols / per_sample).clamp(1, n.max(1));
+    let per_sample = ((c * k * k).max(co) * h * w).max(1);
+    // At most 2^19 output columns per product as well: matmul kernels launch a grid over the
+    // columns, and Vulkan devices allow 65,535 workgroups per grid dimension.
+    let nb = (max_cols / per_sample)
+        .min(MAX_GEMM_COLUMNS / (h * w).max(1))
+        .clamp(1, n.max(1));
     // [C, N, H, W]: one chunk's columns are then a [C·k·k, nb·H·W] matrix without a transpose.
     let xc = x.swap_dims(0, 1);
     let mut outs = Vec::with_capacity(n.div_ceil(nb));

@@ -230,7 +230,8 @@ pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let y = if crate::conv::same_conv_supported(conv, &x) {
         crate::conv::same_conv(x, conv.weight.val())
     } else if crate::conv::gemm_conv_supported(conv, &x) {
-        crate::conv::gemm_conv(x, conv.weight.val(), crate::conv::GEMM_CONV_MAX_COLS)
+        let max_cols = crate::conv::gemm_conv_max_cols(&x.device());
+        crate::conv::gemm_conv(x, conv.weight.val(), max_cols)
     } else {
         return conv.forward(x);
     };
