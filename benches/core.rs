@@ -26,7 +26,9 @@ fn run(c: &mut Criterion, group: &str, make: &dyn Fn(&Device) -> bench::Iteratio
     g.sample_size(10);
     for (name, dev) in devices() {
         let mut it = make(&dev);
-        g.bench_function(BenchmarkId::from_parameter(&name), |b| b.iter(&mut it));
+        g.bench_function(BenchmarkId::from_parameter(&name), |b| {
+            b.iter(|| it().unwrap_or_else(|e| panic!("{group} on {name}: {e}")))
+        });
     }
     g.finish();
 }

@@ -22,11 +22,12 @@ use statten_core::Monitor;
 use statten_train::loss::{cross_entropy, tet_loss};
 use statten_train::optim::{AdamW, AdamWConfig};
 
-/// One benchmark iteration; returns a scalar read back from the device.
-pub type Iteration = Box<dyn FnMut() -> f32>;
+/// One benchmark iteration; returns a scalar read back from the device, or the device's error
+/// (a GPU that cannot allocate a buffer reports it at that read).
+pub type Iteration = Box<dyn FnMut() -> Result<f32, String>>;
 
-fn sync(t: Tensor<1>) -> f32 {
-    t.into_scalar::<f32>()
+fn sync(t: Tensor<1>) -> Result<f32, String> {
+    t.try_into_scalar::<f32>().map_err(|e| e.to_string())
 }
 
 /// Which formulation of the multi-step LIF a benchmark runs.
@@ -170,7 +171,15 @@ pub fn train_step_with_rate(
         } else {
             cross_entropy(m.forward_monitored(x, &mut monitor), y.clone(), 0.1)
         };
-        let value = loss.clone().into_scalar::<f32>();
+        // A failure of this step's forward, or of the previous step's backward and update
+        // (kernels run lazily), surfaces at this read.
+        let value = match loss.clone().try_into_scalar::<f32>() {
+            Ok(v) => v,
+            Err(e) => {
+                model = Some(m);
+                return Err(e.to_string());
+            }
+        };
         if first {
             let stats = monitor.stats();
             let spikes: f64 = stats.iter().map(|s| s.spikes).sum();
@@ -179,7 +188,7 @@ pub fn train_step_with_rate(
         }
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(opt.step(3e-4, m, grads));
-        value
+        Ok(value)
     });
     (step, rate_out)
 }

@@ -871,22 +871,34 @@ fn model_info(cfg: &ModelConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn median_ms(it: &mut statten::bench::Iteration, warmup: u64, iters: u64) -> f64 {
+/// Median wall time of `iters` runs of `it` after `warmup` untimed ones; the first error the
+/// device reports ends the measurement.
+fn median_ms(it: &mut statten::bench::Iteration, warmup: u64, iters: u64) -> Result<f64, String> {
     for _ in 0..warmup {
-        it();
+        it()?;
     }
-    let mut times: Vec<f64> = (0..iters)
-        .map(|_| {
-            let t0 = std::time::Instant::now();
-            std::hint::black_box(it());
-            t0.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let mut times = Vec::with_capacity(iters as usize);
+    for _ in 0..iters.max(1) {
+        let t0 = std::time::Instant::now();
+        std::hint::black_box(it()?);
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
     times.sort_by(|a, b| a.total_cmp(b));
-    times[times.len() / 2]
+    Ok(times[times.len() / 2])
 }
 
-fn run_bench(devices: &[DeviceName], iters: u64, warmup: u64, batch: usize, only: &[Workload]) {
+/// The advice that goes with a step that failed on a device.
+const DEVICE_FAILURE_HINT: &str = "a tensor larger than the device's largest buffer (wgpu binds \
+    at most 2 GiB, whatever the GPU's memory) or more memory than the device has is the usual \
+    cause: try a smaller --batch";
+
+fn run_bench(
+    devices: &[DeviceName],
+    iters: u64,
+    warmup: u64,
+    batch: usize,
+    only: &[Workload],
+) -> Result<(), String> {
     use statten::bench::{self, LifForm};
     println!(
         "threads {} (CPU backends)\n{:<28} {:<8} {:>12} {:>12}",
@@ -944,11 +956,14 @@ fn run_bench(devices: &[DeviceName], iters: u64, warmup: u64, batch: usize, only
             ));
         }
         for (name, images, mut it) in workloads {
-            let med = median_ms(&mut it, warmup, iters);
+            let med = median_ms(&mut it, warmup, iters).map_err(|e| {
+                format!("{name} on {dev_name} failed on the device: {e}\n{DEVICE_FAILURE_HINT}")
+            })?;
             let ips = images.map_or("-".into(), |b| format!("{:.1}", b as f64 / med * 1e3));
             println!("{name:<28} {dev_name:<8} {med:>12.1} {ips:>12}");
         }
     }
+    Ok(())
 }
 
 fn run_bench_train(
@@ -964,7 +979,12 @@ fn run_bench_train(
     for dev_name in devices {
         let dev = dev_name.device();
         let (mut it, rate) = statten::bench::train_step_with_rate(&dev, &cfg, batch);
-        let med = median_ms(&mut it, warmup, iters);
+        let med = median_ms(&mut it, warmup, iters).map_err(|e| {
+            format!(
+                "train {preset} batch {batch} on {dev_name}: the step failed on the device: \
+                 {e}\n{DEVICE_FAILURE_HINT}"
+            )
+        })?;
         let memory = match statten::bench::device_reserved_bytes(&dev) {
             Some(b) => format!("device pool {:.2} GiB", b as f64 / (1u64 << 30) as f64),
             None => match statten::bench::peak_rss_bytes() {
@@ -1016,9 +1036,9 @@ fn run_bench_allreduce(
         // Keep the values bounded (the sums grow by a factor of the ranks each call).
         let r = w.size() as f32;
         buf.iter_mut().for_each(|v| *v /= r);
-        buf[0]
+        Ok(buf[0])
     });
-    let med = median_ms(&mut once, warmup, iters);
+    let med = median_ms(&mut once, warmup, iters)?;
     if world.rank() == 0 {
         println!(
             "all-reduce {preset}: {params} parameters = {:.1} MB f32 over {} ranks: {med:.2} ms \
@@ -1104,10 +1124,13 @@ fn main() -> ExitCode {
                         }
                     }
                 }
-                None => {
-                    run_bench(&device, iters, warmup, batch, &only);
-                    ExitCode::SUCCESS
-                }
+                None => match run_bench(&device, iters, warmup, batch, &only) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
             }
         }
         Command::Train {

@@ -295,7 +295,9 @@ pub fn evaluate_sharded(
         };
         let x = to_input(&b, device).encode(t);
         let logits = model.forward_monitored(x, &mut mon);
-        let l = cross_entropy(logits.clone(), b.targets(device), 0.0).into_scalar::<f64>();
+        let l = cross_entropy(logits.clone(), b.targets(device), 0.0)
+            .try_into_scalar::<f64>()
+            .map_err(|e| Error::Device(device_failure(device, &e.to_string())))?;
         loss.add(l, b.len());
         let (a, b5) = top1_top5(logits, &b.labels);
         c1 += a;
@@ -401,7 +403,7 @@ fn step_grads(
     loss_kind: LossKind,
     device: &Device,
     scale: f64,
-) -> (f64, usize, GradientsParams) {
+) -> Result<(f64, usize, GradientsParams)> {
     let t = cfg.model.time_steps;
     let k = cfg.model.num_classes;
     let x = to_input(b, device).encode(t);
@@ -440,9 +442,25 @@ fn step_grads(
     } else {
         loss
     };
+    // The first read of this step: a failure of its forward (or of the previous step's
+    // backward and update, which run lazily on a GPU) surfaces here as an error, not a panic.
+    let value = loss
+        .clone()
+        .try_into_scalar::<f64>()
+        .map_err(|e| Error::Device(device_failure(device, &e.to_string())))?;
     let grads = GradientsParams::from_grads(loss.backward(), model);
     let correct = top1_top5(logits.inner(), labels).0;
-    (loss.into_scalar::<f64>(), correct, grads)
+    Ok((value, correct, grads))
+}
+
+/// The message of a step that failed on `device`, with the usual cause.
+fn device_failure(device: &Device, what: &str) -> String {
+    format!(
+        "a step failed on {device:?}: {what}\nA tensor larger than the device's \
+         largest buffer (wgpu binds at most 2 GiB, whatever the GPU's memory) or more memory \
+         than the device has is the usual cause: lower train.batch_size (or set \
+         train.micro_batch to split each batch) or, in evaluation, train.eval_batch_size"
+    )
 }
 
 /// Rows `[a, b)` of a batch.
@@ -495,7 +513,7 @@ fn share_grads(
     loss_kind: LossKind,
     device: &Device,
     main: &Device,
-) -> (f64, usize, GradientsParams) {
+) -> Result<(f64, usize, GradientsParams)> {
     let k = cfg.model.num_classes;
     let mut total = GradientsParams::new();
     let (mut loss, mut correct) = (0.0, 0);
@@ -518,12 +536,12 @@ fn share_grads(
             loss_kind,
             device,
             (e - a) as f64 / n as f64,
-        );
+        )?;
         add_grads(replica, &mut total, g);
         loss += l;
         correct += c;
     }
-    (loss, correct, total.to_device(main, replica))
+    Ok((loss, correct, total.to_device(main, replica)))
 }
 
 /// One step's gradients over `devices` and micro-batches ([`batch_plan`]): the first device's
@@ -567,7 +585,7 @@ fn parallel_grads(
         )
     };
     if plan.len() == 1 {
-        return Ok(run(model, 0));
+        return run(model, 0);
     }
     let results = std::thread::scope(|s| {
         let others: Vec<_> = (1..plan.len())
@@ -577,17 +595,21 @@ fn parallel_grads(
                 s.spawn(move || run(&replica, i))
             })
             .collect();
-        let mut out = vec![Ok(run(model, 0))];
+        let mut out = vec![run(model, 0)];
         for (i, h) in others.into_iter().enumerate() {
-            out.push(h.join().map_err(|p| {
-                let why = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                let name = names.get(i + 1).map(String::as_str).unwrap_or("?");
-                Error::Device(format!("the replica on device `{name}` failed: {why}"))
-            }));
+            out.push(
+                h.join()
+                    .map_err(|p| {
+                        let why = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        let name = names.get(i + 1).map(String::as_str).unwrap_or("?");
+                        Error::Device(format!("the replica on device `{name}` failed: {why}"))
+                    })
+                    .and_then(|r| r),
+            );
         }
         out
     });
