@@ -19,7 +19,7 @@ use statten_data::events::resize::Interp;
 use statten_data::events::EventFormat;
 use statten_train::config::RunConfig;
 use statten_train::rundir::RunDir;
-use statten_train::trainer::{eval_checkpoint, train, RunOptions};
+use statten_train::trainer::{eval_checkpoint, train, RunOptions, DEVICE_FAILURE_CAUSE};
 
 #[derive(Parser)]
 #[command(
@@ -887,11 +887,6 @@ fn median_ms(it: &mut statten::bench::Iteration, warmup: u64, iters: u64) -> Res
     Ok(times[times.len() / 2])
 }
 
-/// The advice that goes with a step that failed on a device.
-const DEVICE_FAILURE_HINT: &str = "a tensor larger than the device's largest buffer (wgpu binds \
-    at most 2 GiB, whatever the GPU's memory) or more memory than the device has is the usual \
-    cause: try a smaller --batch";
-
 fn run_bench(
     devices: &[DeviceName],
     iters: u64,
@@ -957,7 +952,7 @@ fn run_bench(
         }
         for (name, images, mut it) in workloads {
             let med = median_ms(&mut it, warmup, iters).map_err(|e| {
-                format!("{name} on {dev_name} failed on the device: {e}\n{DEVICE_FAILURE_HINT}")
+                format!("{name} on {dev_name} failed on the device: {e}\n{DEVICE_FAILURE_CAUSE}: try a smaller --batch")
             })?;
             let ips = images.map_or("-".into(), |b| format!("{:.1}", b as f64 / med * 1e3));
             println!("{name:<28} {dev_name:<8} {med:>12.1} {ips:>12}");
@@ -982,7 +977,7 @@ fn run_bench_train(
         let med = median_ms(&mut it, warmup, iters).map_err(|e| {
             format!(
                 "train {preset} batch {batch} on {dev_name}: the step failed on the device: \
-                 {e}\n{DEVICE_FAILURE_HINT}"
+                 {e}\n{DEVICE_FAILURE_CAUSE}: try a smaller --batch"
             )
         })?;
         let memory = match statten::bench::device_reserved_bytes(&dev) {

@@ -5,7 +5,9 @@
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use statten_core::conv::{gemm_conv, gemm_conv_max_cols, gemm_conv_supported, same_conv_supported};
+use statten_core::conv::{
+    gemm_conv, gemm_conv_max_cols, gemm_conv_plan, gemm_floats_per_sample, same_conv_supported,
+};
 use statten_core::layers::{conv2d, conv_forward};
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -37,12 +39,12 @@ fn gemm_conv_matches_burn_conv_on_wgpu() {
             !same_conv_supported(&conv, &x),
             "the flex operator is flex-only"
         );
-        assert_eq!(gemm_conv_supported(&conv, &x), k > 1, "k={k}");
+        assert_eq!(gemm_conv_plan(&conv, &x).is_some(), k > 1, "k={k}");
         let burn = conv.forward(x.clone());
         let r = Tensor::<4>::random(burn.dims(), Distribution::Normal(0.0, 1.0), &device);
         let gb = (burn.clone() * r.clone()).sum().backward();
         let (dxb, dwb) = (x.grad(&gb).unwrap(), conv.weight.grad(&gb).unwrap());
-        let per_sample = (c * k * k).max(co) * h * w;
+        let per_sample = gemm_floats_per_sample(c, co, k, h, w);
         // One chunk; one sample per chunk; two per chunk (a ragged last chunk for n = 3).
         for max_cols in [usize::MAX, per_sample, 2 * per_sample] {
             let ours = gemm_conv(x.clone(), conv.weight.val(), max_cols);
@@ -62,14 +64,17 @@ fn gemm_conv_matches_burn_conv_on_wgpu() {
     assert!((1..=1 << 28).contains(&max_cols), "{max_cols}");
     let side = ((max_cols / (16 * 9)) as f64).sqrt() as usize + 2;
     let wide = Tensor::<4>::zeros([1, 16, side, side], &device);
-    assert!(!gemm_conv_supported(
-        &conv2d(16, 16, 3, false, &device),
-        &wide
-    ));
-    assert!(gemm_conv_supported(
-        &conv2d(16, 16, 3, false, &device),
-        &Tensor::<4>::zeros([1, 16, 8, 8], &device)
-    ));
+    assert_eq!(
+        gemm_conv_plan(&conv2d(16, 16, 3, false, &device), &wide),
+        None
+    );
+    assert_eq!(
+        gemm_conv_plan(
+            &conv2d(16, 16, 3, false, &device),
+            &Tensor::<4>::zeros([1, 16, 8, 8], &device)
+        ),
+        Some(max_cols)
+    );
 
     // Through the layer (bias included), as the models call it.
     let conv = conv2d(4, 6, 3, true, &device);

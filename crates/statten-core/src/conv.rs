@@ -24,7 +24,7 @@
 //!
 //! Backends: `Flex` and `Autodiff` over it. On CubeCL devices (wgpu) a `k×k` convolution runs
 //! as im2col and one matrix product in tensor operations ([`gemm_conv`]); other devices use
-//! Burn's `Conv2d::forward` ([`same_conv_supported`] and [`gemm_conv_supported`] tell which).
+//! Burn's `Conv2d::forward` ([`same_conv_supported`] and [`gemm_conv_plan`] tell which).
 
 #[cfg(feature = "flex")]
 use crate::cpu_kernels::SendPtr;
@@ -87,29 +87,31 @@ pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
         && crate::cpu_kernels::on_flex(&x.clone().into_dispatch().kind)
 }
 
-/// Whether `conv` applied to `x` runs as [`gemm_conv`]: a [`same_shaped`] convolution with a
-/// kernel larger than 1×1 on a CubeCL device (wgpu) whose columns and output for one sample
-/// fit [`gemm_conv_max_cols`], unless `STATTEN_BURN_CONV=1` asks for Burn's convolution there.
-pub fn gemm_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
+/// The `max_cols` [`gemm_conv`] runs `conv` on `x` with, or `None` where it does not apply:
+/// `conv` is [`same_shaped`] with a kernel larger than 1×1, `x` is on a CubeCL device (wgpu),
+/// one sample's columns and output fit [`gemm_conv_max_cols`], and `STATTEN_BURN_CONV=1` does
+/// not ask for Burn's convolution there.
+pub fn gemm_conv_plan(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
+    static BURN_CONV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let burn_conv =
+        *BURN_CONV.get_or_init(|| std::env::var("STATTEN_BURN_CONV").is_ok_and(|v| v == "1"));
+    if burn_conv
+        || conv.kernel_size[0] <= 1
+        || !same_shaped(conv)
+        || !crate::cpu_kernels::on_cube(&x.clone().into_dispatch().kind)
+    {
+        return None;
+    }
     let [_, c, h, w] = x.dims();
-    let k = conv.kernel_size[0];
-    let co = conv.weight.dims()[0];
-    k > 1
-        && same_shaped(conv)
-        && on_cube(&x.clone().into_dispatch().kind)
-        && (c * k * k).max(co) * h * w <= gemm_conv_max_cols(&x.device())
-        && !std::env::var("STATTEN_BURN_CONV").is_ok_and(|v| v == "1")
+    let max_cols = gemm_conv_max_cols(&x.device());
+    (gemm_floats_per_sample(c, conv.weight.dims()[0], conv.kernel_size[0], h, w) <= max_cols)
+        .then_some(max_cols)
 }
 
-fn on_cube(kind: &burn::backend::DispatchTensorKind) -> bool {
-    use burn::backend::DispatchTensorKind;
-    match kind {
-        #[cfg(feature = "wgpu")]
-        DispatchTensorKind::Cube(_) => true,
-        DispatchTensorKind::Autodiff(inner) => on_cube(inner),
-        #[allow(unreachable_patterns)]
-        _ => false,
-    }
+/// Floats of columns or of output, whichever is more, that one sample of a `C → Co`, `k×k`
+/// [`gemm_conv`] at `H×W` takes.
+pub fn gemm_floats_per_sample(c: usize, co: usize, k: usize, h: usize, w: usize) -> usize {
+    (c * k * k).max(co) * h * w
 }
 
 /// Floats one [`gemm_conv`] product may take for its columns or its output: half the largest
@@ -159,7 +161,7 @@ pub fn gemm_conv(x: Tensor<4>, weight: Tensor<4>, max_cols: usize) -> Tensor<4> 
     );
     let p = k / 2;
     let wm: Tensor<2> = weight.reshape([co, c * k * k]);
-    let per_sample = ((c * k * k).max(co) * h * w).max(1);
+    let per_sample = gemm_floats_per_sample(c, co, k, h, w).max(1);
     // At most 2^19 output columns per product as well: matmul kernels launch a grid over the
     // columns, and Vulkan devices allow 65,535 workgroups per grid dimension.
     let nb = (max_cols / per_sample)

@@ -17,14 +17,28 @@ impl SendPtr {
     }
 }
 
+/// A dispatch kind with any autodiff wrappers taken off.
+fn inner_kind(kind: &burn::backend::DispatchTensorKind) -> &burn::backend::DispatchTensorKind {
+    match kind {
+        burn::backend::DispatchTensorKind::Autodiff(inner) => inner_kind(inner),
+        other => other,
+    }
+}
+
 /// Whether a dispatch kind is flex, directly or under autodiff.
 pub(crate) fn on_flex(kind: &burn::backend::DispatchTensorKind) -> bool {
-    use burn::backend::DispatchTensorKind;
-    match kind {
+    match inner_kind(kind) {
         #[cfg(feature = "flex")]
-        DispatchTensorKind::Flex(_) => true,
-        DispatchTensorKind::Autodiff(inner) => on_flex(inner),
-        #[allow(unreachable_patterns)]
+        burn::backend::DispatchTensorKind::Flex(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether a dispatch kind is a CubeCL device (wgpu), directly or under autodiff.
+pub(crate) fn on_cube(kind: &burn::backend::DispatchTensorKind) -> bool {
+    match inner_kind(kind) {
+        #[cfg(feature = "wgpu")]
+        burn::backend::DispatchTensorKind::Cube(_) => true,
         _ => false,
     }
 }

@@ -229,8 +229,7 @@ fn zero_conv_bias(mut conv: Conv2d) -> Conv2d {
 pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let y = if crate::conv::same_conv_supported(conv, &x) {
         crate::conv::same_conv(x, conv.weight.val())
-    } else if crate::conv::gemm_conv_supported(conv, &x) {
-        let max_cols = crate::conv::gemm_conv_max_cols(&x.device());
+    } else if let Some(max_cols) = crate::conv::gemm_conv_plan(conv, &x) {
         crate::conv::gemm_conv(x, conv.weight.val(), max_cols)
     } else {
         return conv.forward(x);

@@ -453,13 +453,17 @@ fn step_grads(
     Ok((value, correct, grads))
 }
 
+/// The usual cause of a step that fails on a device, for its error message.
+pub const DEVICE_FAILURE_CAUSE: &str = "a tensor larger than the device's largest buffer (wgpu \
+    binds at most 2 GiB, whatever the GPU's memory) or more memory than the device has is the \
+    usual cause";
+
 /// The message of a step that failed on `device`, with the usual cause.
 fn device_failure(device: &Device, what: &str) -> String {
     format!(
-        "a step failed on {device:?}: {what}\nA tensor larger than the device's \
-         largest buffer (wgpu binds at most 2 GiB, whatever the GPU's memory) or more memory \
-         than the device has is the usual cause: lower train.batch_size (or set \
-         train.micro_batch to split each batch) or, in evaluation, train.eval_batch_size"
+        "a step failed on {device:?}: {what}\n{DEVICE_FAILURE_CAUSE}: lower train.batch_size \
+         (or set train.micro_batch to split each batch) or, in evaluation, \
+         train.eval_batch_size"
     )
 }
 
