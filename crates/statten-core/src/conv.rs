@@ -691,6 +691,8 @@ mod tests {
             (3, 6, 3, 7, 6, 0),
             (3, 5, 20, 5, 4, 1),
             (1, 40, 70, 4, 4, 0),
+            (1, 40, 70, 4, 4, 2),
+            (1, 130, 20, 3, 5, 0),
             (5, 4, 9, 6, 7, 2),
             (3, 3, 130, 3, 3, 0),
         ] {
@@ -720,6 +722,23 @@ mod tests {
         }
     }
 
+    /// The values of a random `dims` tensor.
+    fn random_vec(dims: [usize; 4], dist: Distribution, device: &Device) -> Vec<f32> {
+        Tensor::<4>::random(dims, dist, device)
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    }
+
+    /// `f` run on a pool of `threads` threads.
+    fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+
     /// The sparse kernels give the same bits whatever the chunk of samples and the thread
     /// count (each sum has one order).
     #[test]
@@ -727,30 +746,20 @@ mod tests {
         let device = Device::flex();
         let (n, c, co, h, w, k) = (5, 6, 20, 6, 5, 3);
         let g = Geom { c, co, h, w, k };
-        let vec = |t: Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
-        let x = vec(sparse_input([n, c, h, w], 1, &device));
+        let x = sparse_input([n, c, h, w], 1, &device)
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert!(!sparse::scan(&x).binary, "the test input holds twos");
-        let wt = vec(Tensor::random(
-            [co, c, k, k],
-            Distribution::Normal(0.0, 0.1),
-            &device,
-        ));
-        let dy = vec(Tensor::random(
-            [n, co, h, w],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        ));
+        let wt = random_vec([co, c, k, k], Distribution::Normal(0.0, 0.1), &device);
+        let dy = random_vec([n, co, h, w], Distribution::Normal(0.0, 1.0), &device);
         let run = |threads: usize, chunk: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| {
-                    (
-                        sparse::forward(&x, &wt, g, n, false),
-                        sparse::weight_grad(&x, &dy, g, n, chunk, false),
-                    )
-                })
+            on_threads(threads, || {
+                (
+                    sparse::forward(&x, &wt, g, n, false),
+                    sparse::weight_grad(&x, &dy, g, n, chunk, false),
+                )
+            })
         };
         let (y, dw) = run(1, 0);
         assert!(y.iter().chain(&dw).all(|v| v.is_finite()));
@@ -760,6 +769,55 @@ mod tests {
             assert_eq!(y2, y, "forward, {threads} threads, chunk {chunk}");
             assert_eq!(dw2, dw, "weight gradient, {threads} threads, chunk {chunk}");
         }
+    }
+
+    /// The 1×1 forward of spikes (bitmask kernel, taken when the input is binary) gives the same
+    /// bits as the row-list kernel (taken for the same input when told it is not binary), at
+    /// any thread count; 150 channels span three mask groups, the last one partial, and 70
+    /// output channels end in a partial block. The weight gradient of the same layer (still a
+    /// row-list kernel up to 10 % non-zeros, else gemm) equals `dY · xᵀ`.
+    #[test]
+    fn masked_forward_equals_row_lists() {
+        let device = Device::flex();
+        let (n, c, co, h, w) = (3, 150, 70, 9, 9);
+        let g = Geom { c, co, h, w, k: 1 };
+        let x = random_vec([n, c, h, w], Distribution::Bernoulli(0.3), &device);
+        assert!(sparse::scan(&x).binary);
+        let wt = random_vec([co, c, 1, 1], Distribution::Normal(0.0, 0.1), &device);
+        let dy = random_vec([n, co, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |threads: usize, binary: bool| {
+            on_threads(threads, || sparse::forward(&x, &wt, g, n, binary))
+        };
+        let lists = run(1, false);
+        assert_eq!(lists.len(), n * co * h * w);
+        assert!(lists.iter().all(|v| v.is_finite()) && lists.iter().any(|v| *v != 0.0));
+        for threads in [1, 2, 3] {
+            assert_eq!(run(threads, true), lists, "{threads} threads");
+        }
+        // And the forward equals Burn's convolution to rounding, the weight gradient through the
+        // operator the product `dY · xᵀ`.
+        let ad = Device::flex().autodiff();
+        let t4 = |v: &[f32], dims: [usize; 4]| {
+            Tensor::<4>::from_data(TensorData::new(v.to_vec(), dims), &ad)
+        };
+        let mut conv = conv2d(c, co, 1, false, &ad);
+        conv.weight = burn::module::Param::from_tensor(t4(&wt, [co, c, 1, 1]).require_grad());
+        let e = max_rel(
+            &t4(&lists, [n, co, h, w]),
+            &conv.forward(t4(&x, [n, c, h, w])),
+        );
+        assert!(e < 1e-6, "{e}");
+        let dyt = t4(&dy, [n, co, h, w]);
+        let ours = same_conv(t4(&x, [n, c, h, w]), conv.weight.val());
+        let grads = (ours * dyt.clone()).sum().backward();
+        let got = conv.weight.grad(&grads).unwrap();
+        let x2: Tensor<2> = t4(&x, [n, c, h, w])
+            .permute([1, 0, 2, 3])
+            .reshape([c, n * h * w]);
+        let dy2: Tensor<2> = dyt.permute([1, 0, 2, 3]).reshape([co, n * h * w]);
+        let want = dy2.matmul(x2.transpose()).reshape([co, c, 1, 1]);
+        let e = max_rel(&got, &want);
+        assert!(e < 1e-5, "dw {e}");
     }
 
     /// Which densities take the sparse kernels; a NaN input (counted as a non-zero) reaches
@@ -775,11 +833,16 @@ mod tests {
             k,
         };
         let x = |nnz: usize| (0..10).map(|i| (i < nnz) as u8 as f32).collect::<Vec<_>>();
-        // 3×3: forward up to 30 %, weight gradient up to 20 %; 1×1: 10 %.
+        // 3×3: forward up to 30 %, weight gradient up to 20 %; 1×1: the forward of spikes up to
+        // 40 %, of other values and every weight gradient 10 %.
         let takes = |nnz, k, pass| sparse::applies(&x(nnz), g(k), pass).is_some();
         assert!(takes(3, 3, Forward) && !takes(4, 3, Forward));
         assert!(takes(2, 3, WeightGrad) && !takes(3, 3, WeightGrad));
-        assert!(takes(1, 1, Forward) && !takes(2, 1, Forward));
+        assert!(takes(4, 1, Forward) && !takes(5, 1, Forward));
+        assert!(takes(1, 1, WeightGrad) && !takes(2, 1, WeightGrad));
+        let twos = |nnz: usize| x(nnz).iter().map(|v| 2.0 * v).collect::<Vec<_>>();
+        assert!(sparse::applies(&twos(1), g(1), Forward).is_some());
+        assert!(sparse::applies(&twos(2), g(1), Forward).is_none());
         assert!(sparse::applies(&[], g(3), Forward).is_none());
         // One pass tells density and binarity; a 2 or a NaN is not binary.
         let sc = sparse::scan(&x(3));

@@ -4,8 +4,10 @@
 //! A dense product spends a multiply-add on every zero; here the forward gathers, for each output
 //! pixel, the weight rows of the non-zero inputs in its window, and the weight gradient gathers,
 //! for each (input channel, kernel offset), the output-gradient rows at the non-zero inputs. Both
-//! are vectorised over a block of output channels held in registers. The input gradient
-//! `Wᵀ · dY` has no sparse factor and stays a dense product.
+//! are vectorised over a block of output channels held in registers. A 1×1 forward of spikes
+//! walks per-pixel bitmasks of its non-zero channels instead, 64 channels at a time, so that
+//! their weight rows stay in L1. The input gradient `Wᵀ · dY` has no sparse factor and stays a
+//! dense product.
 //!
 //! Every sum runs in one fixed order — forward over `(kh, kw, ci)`, weight gradient over
 //! `(n, pixel)` — whatever the thread count, the block sizes or the CPU's vector width (no fused
@@ -24,15 +26,19 @@ pub(super) enum Pass {
     WeightGrad,
 }
 
-/// The largest fraction of non-zeros at which the sparse kernels beat the dense ones. A
-/// non-zero costs a row of `Co` additions read from the L2 cache where gemm runs near the core's
-/// peak from registers, so sparse wins below a break-even density, measured on a 2-core
-/// AVX-512 EPYC with the shapes of the CIFAR-10 2-512 model at 7, 15 and 28 % (BENCHMARKS.md,
-/// "Spike-sparse convolutions"): a `k×k` forward still wins at 28 % (its windows overlap, so
-/// rows are reused from L1), its weight gradient up to about 20 %, a 1×1 product only to about
-/// 10 %.
-pub(super) fn max_density(k: usize, pass: Pass) -> f64 {
+/// The largest fraction of non-zeros at which the sparse kernels beat the dense ones (`binary`:
+/// the input is spikes, 0 or 1). A non-zero costs a row of `Co` additions where gemm runs near
+/// the core's peak from registers, so sparse wins below a break-even density, measured with the
+/// shapes of the CIFAR-10 2-512 model (BENCHMARKS.md, "Spike-sparse convolutions" and "The 1×1
+/// forward of spikes from bitmasks"): a `k×k` forward still wins at 28 % (its windows overlap,
+/// so rows are reused from L1), its weight gradient up to about 20 %, any other 1×1 product up
+/// to about 10 % (on a 2-core AVX-512 EPYC; on an AVX2 Zen 3 neither the `k×k` weight gradient
+/// at 25 % nor the row-list 1×1 kernel at 28 % won either). A 1×1 forward of spikes runs the
+/// bitmask kernel ([`forward_masked`]), whose weight rows stay in L1: on the AVX2 Zen 3 at 2
+/// threads 1.2–1.5× faster than gemm at 28–35 %, still ahead at 55 %, hence 40 %.
+pub(super) fn max_density(k: usize, pass: Pass, binary: bool) -> f64 {
     match (k, pass) {
+        (1, Pass::Forward) if binary => 0.4,
         (1, _) => 0.1,
         (_, Pass::Forward) => 0.3,
         (_, Pass::WeightGrad) => 0.2,
@@ -83,7 +89,7 @@ pub(super) fn applies(x: &[f32], g: Geom, pass: Pass) -> Option<Scan> {
         return None;
     }
     let sc = scan(x);
-    (sc.density <= max_density(g.k, pass)).then_some(sc)
+    (sc.density <= max_density(g.k, pass, sc.binary)).then_some(sc)
 }
 
 /// A block of output channels: the widest of 64 and 32 that does not exceed `co` rounded up to
@@ -425,10 +431,19 @@ fn channel_lists(x: &[f32], g: Geom, n0: usize, nb: usize) -> Lists {
 }
 
 /// The forward `y [N, Co, H, W] = conv(x, weight)` over the non-zeros of `x`; `binary`: every
-/// element of `x` is 0 or 1 (see [`Scan`]).
+/// element of `x` is 0 or 1 (see [`Scan`]). A 1×1 convolution of spikes runs
+/// [`forward_masked`], anything else the row-list kernel; for the same input both give the same
+/// bits (each output sums its weight rows in ascending channel order).
 pub(super) fn forward(x: &[f32], weight: &[f32], g: Geom, n: usize, binary: bool) -> Vec<f32> {
     let kr = g.col_rows();
     let cb = block_width(g.co, kr);
+    if g.k == 1 && binary {
+        return match cb {
+            64 => forward_masked::<64>(x, weight, g, n),
+            32 => forward_masked::<32>(x, weight, g, n),
+            _ => forward_masked::<16>(x, weight, g, n),
+        };
+    }
     match cb {
         64 => forward_cb::<64>(x, weight, g, n, binary),
         32 => forward_cb::<32>(x, weight, g, n, binary),
@@ -468,18 +483,10 @@ fn forward_cb<const CB: usize>(
     n: usize,
     binary: bool,
 ) -> Vec<f32> {
-    let (hw, kr) = (g.hw(), g.col_rows());
+    let kr = g.col_rows();
     let lists = pixel_lists(x, g, n);
     let packed = pack_weight::<CB>(weight, g);
-    let blocks = g.co.div_ceil(CB);
-    let mut y = vec![0f32; n * g.co * hw];
-    // One task per (sample, block of output channels); each writes its own rows of y.
-    let ptr = crate::cpu_kernels::SendPtr(y.as_mut_ptr());
-    (0..n * blocks).into_par_iter().for_each(|task| {
-        let (s, b) = (task / blocks, task % blocks);
-        let width = CB.min(g.co - b * CB);
-        // SAFETY: rows `b·CB .. b·CB + width` of sample `s` belong to this task alone.
-        let out = unsafe { ptr.slice((s * g.co + b * CB) * hw, width * hw) };
+    per_output_block::<CB>(g, n, |s, b, out| {
         let args = FwdArgs {
             lists: &lists,
             wb: &packed[b * kr * CB..][..kr * CB],
@@ -492,8 +499,40 @@ fn forward_cb<const CB: usize>(
         } else {
             with_best_simd!(forward_task, FwdArgs, CB, false, args)
         }
+    })
+}
+
+/// `y [N, Co, H·W]` from one task per (sample `s`, block `b` of `CB` output channels), run in
+/// parallel: `task(s, b, out)` writes the block's `width ≤ CB` rows of sample `s` (`out`,
+/// `width · H·W` floats).
+fn per_output_block<const CB: usize>(
+    g: Geom,
+    n: usize,
+    task: impl Fn(usize, usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let (hw, blocks) = (g.hw(), g.co.div_ceil(CB));
+    let mut y = vec![0f32; n * g.co * hw];
+    let ptr = crate::cpu_kernels::SendPtr(y.as_mut_ptr());
+    (0..n * blocks).into_par_iter().for_each(|t| {
+        let (s, b) = (t / blocks, t % blocks);
+        let width = CB.min(g.co - b * CB);
+        // SAFETY: rows `b·CB .. b·CB + width` of sample `s` belong to this task alone.
+        task(s, b, unsafe {
+            ptr.slice((s * g.co + b * CB) * hw, width * hw)
+        });
     });
     y
+}
+
+/// Writes `pixels` pixel-major results of `tile` (`CB` floats per pixel) into the channel-major
+/// rows of `out` (`width` rows of `hw`), from pixel `first` on: contiguous runs instead of
+/// a store `hw` floats apart per channel.
+fn untile<const CB: usize>(tile: &[f32], out: &mut [f32], hw: usize, first: usize, pixels: usize) {
+    for (j, row) in out.chunks_exact_mut(hw).enumerate() {
+        for (pix, d) in row[first..][..pixels].iter_mut().enumerate() {
+            *d = tile[pix * CB + j];
+        }
+    }
 }
 
 /// One forward task: sample `s`, one block of output channels (`out`: its `width ≤ CB` rows).
@@ -513,7 +552,6 @@ struct FwdArgs<'a> {
 unsafe fn forward_task<S: Simd, const CB: usize, const BIN: bool>(a: FwdArgs<'_>) {
     let g = a.g;
     let (hw, k, p) = (g.hw(), g.k, g.k / 2);
-    let width = a.out.len() / hw;
     let (idx, val) = (&a.lists.idx[..], &a.lists.val[..]);
     let (starts, ends) = (&a.lists.start[..], &a.lists.end[..]);
     let wb = a.wb.as_ptr();
@@ -549,13 +587,7 @@ unsafe fn forward_task<S: Simd, const CB: usize, const BIN: bool>(a: FwdArgs<'_>
             // SAFETY: the tile holds `W·CB` floats.
             unsafe { acc.store(tile.as_mut_ptr().add(ow * CB)) };
         }
-        let row0 = oh * g.w;
-        for j in 0..width {
-            let dst = &mut a.out[j * hw + row0..][..g.w];
-            for (ow, d) in dst.iter_mut().enumerate() {
-                *d = tile[ow * CB + j];
-            }
-        }
+        untile::<CB>(&tile, a.out, hw, oh * g.w, g.w);
     }
 }
 
@@ -609,8 +641,8 @@ fn weight_grad_cb<const CB: usize>(
     while n0 < n {
         let nb = nb_max.min(n - n0);
         transpose_grad::<CB>(grad, g, n0, nb, &mut dyt[..blocks * nb * hw * CB]);
-        let lists = channel_lists(x, g, n0, nb);
         let dyt = &dyt[..blocks * nb * hw * CB];
+        let lists = channel_lists(x, g, n0, nb);
         acc.par_chunks_mut(per_ci).enumerate().for_each(|(ci, a)| {
             let args = GradArgs {
                 lists: &lists,
@@ -714,4 +746,84 @@ unsafe fn weight_grad_task<S: Simd, const CB: usize, const BIN: bool>(a: GradArg
             }
         }
     }
+}
+
+/// Per sample, group of 64 channels and pixel of `x [N, C, H·W]`: the bits of the group's
+/// non-zero channels (bit `i`: channel `64·group + i`), as `[n][group][pixel]`.
+fn pixel_masks(x: &[f32], g: Geom, n: usize) -> Vec<u64> {
+    let (hw, groups) = (g.hw(), g.c.div_ceil(64));
+    let mut masks = vec![0u64; n * groups * hw];
+    masks.par_chunks_mut(hw).enumerate().for_each(|(i, dst)| {
+        let (s, grp) = (i / groups, i % groups);
+        for bit in 0..64.min(g.c - grp * 64) {
+            let plane = &x[(s * g.c + grp * 64 + bit) * hw..][..hw];
+            for (m, v) in dst.iter_mut().zip(plane) {
+                *m |= ((*v != 0.0) as u64) << bit;
+            }
+        }
+    });
+    masks
+}
+
+/// The 1×1 forward of binary `x` from bitmasks: per task (sample, block of `CB` output
+/// channels), 64 input channels at a time, whose `64 × CB` weight rows (16 KiB at `CB` = 64)
+/// stay in L1 while every pixel of the sample adds those of its set bits. The row-list kernel
+/// reads each row from L2 instead, and loses to gemm on the 27–29 % spikes of the q/k/v and
+/// first MLP layers; this one beats it there.
+fn forward_masked<const CB: usize>(x: &[f32], weight: &[f32], g: Geom, n: usize) -> Vec<f32> {
+    debug_assert_eq!(g.k, 1);
+    let hw = g.hw();
+    let masks = pixel_masks(x, g, n);
+    // Rows `ci` of `CB` floats per block: group `grp`'s rows are `64·grp ..`.
+    let packed = pack_weight::<CB>(weight, g);
+    let groups = g.c.div_ceil(64);
+    per_output_block::<CB>(g, n, |s, b, out| {
+        let args = MaskArgs {
+            masks: &masks[s * groups * hw..][..groups * hw],
+            wb: &packed[b * g.c * CB..][..g.c * CB],
+            c: g.c,
+            hw,
+            out,
+        };
+        with_best_simd!(forward_masked_task, MaskArgs, CB, true, args)
+    })
+}
+
+/// One masked forward task: one sample, one block of output channels (`out`: its `width ≤ CB`
+/// rows of `hw` pixels).
+struct MaskArgs<'a> {
+    /// The sample's masks, `[group][pixel]`.
+    masks: &'a [u64],
+    /// The block of the packed weight: `[C][CB]`.
+    wb: &'a [f32],
+    c: usize,
+    hw: usize,
+    out: &'a mut [f32],
+}
+
+/// # Safety
+/// `S`'s instructions run on this CPU; `a.wb` holds `C` rows of `CB` floats and no mask has a
+/// bit at or past channel `C`.
+#[inline(always)]
+unsafe fn forward_masked_task<S: Simd, const CB: usize, const BIN: bool>(a: MaskArgs<'_>) {
+    let (hw, groups) = (a.hw, a.c.div_ceil(64));
+    assert!(a.wb.len() >= a.c * CB && a.masks.len() >= groups * hw);
+    // The running sums, pixel-major: each pixel's `CB` floats are contiguous.
+    let mut tile = vec![0f32; hw * CB];
+    for grp in 0..groups {
+        let rows = a.wb[grp * 64 * CB..].as_ptr();
+        for (pix, &mask) in a.masks[grp * hw..][..hw].iter().enumerate() {
+            // SAFETY: the tile holds `hw · CB` floats.
+            let t = unsafe { tile.as_mut_ptr().add(pix * CB) };
+            let mut acc = unsafe { Acc::<S, CB>::load(t) };
+            let mut m = mask;
+            while m != 0 {
+                // SAFETY: bit `i` is set only for channel `64·grp + i < C`, a row of `wb`.
+                unsafe { acc.add_row::<BIN>(1.0, rows.add(m.trailing_zeros() as usize * CB)) };
+                m &= m - 1;
+            }
+            unsafe { acc.store(t) };
+        }
+    }
+    untile::<CB>(&tile, a.out, hw, 0, hw);
 }
