@@ -437,13 +437,6 @@ fn channel_lists(x: &[f32], g: Geom, n0: usize, nb: usize) -> Lists {
 pub(super) fn forward(x: &[f32], weight: &[f32], g: Geom, n: usize, binary: bool) -> Vec<f32> {
     let kr = g.col_rows();
     let cb = block_width(g.co, kr);
-    if g.k == 1 && binary {
-        return match cb {
-            64 => forward_masked::<64>(x, weight, g, n),
-            32 => forward_masked::<32>(x, weight, g, n),
-            _ => forward_masked::<16>(x, weight, g, n),
-        };
-    }
     match cb {
         64 => forward_cb::<64>(x, weight, g, n, binary),
         32 => forward_cb::<32>(x, weight, g, n, binary),
@@ -483,6 +476,9 @@ fn forward_cb<const CB: usize>(
     n: usize,
     binary: bool,
 ) -> Vec<f32> {
+    if g.k == 1 && binary {
+        return forward_masked::<CB>(x, weight, g, n);
+    }
     let kr = g.col_rows();
     let lists = pixel_lists(x, g, n);
     let packed = pack_weight::<CB>(weight, g);
@@ -641,8 +637,8 @@ fn weight_grad_cb<const CB: usize>(
     while n0 < n {
         let nb = nb_max.min(n - n0);
         transpose_grad::<CB>(grad, g, n0, nb, &mut dyt[..blocks * nb * hw * CB]);
-        let dyt = &dyt[..blocks * nb * hw * CB];
         let lists = channel_lists(x, g, n0, nb);
+        let dyt = &dyt[..blocks * nb * hw * CB];
         acc.par_chunks_mut(per_ci).enumerate().for_each(|(ci, a)| {
             let args = GradArgs {
                 lists: &lists,
