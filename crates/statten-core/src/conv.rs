@@ -325,64 +325,107 @@ impl Geom {
 /// `(ci, kh, kw)`, column `(n, oh, ow)`), zero where the window leaves the image.
 fn im2col(x: &[f32], g: Geom, n0: usize, nb: usize, cols: &mut [f32]) {
     use rayon::prelude::*;
-    let (hw, p, k) = (g.hw(), g.k / 2, g.k);
-    let plen = nb * hw;
+    let plen = nb * g.hw();
     cols[..g.col_rows() * plen]
         .par_chunks_mut(plen)
         .enumerate()
         .for_each(|(row, out)| {
-            let (ci, kh, kw) = (row / (k * k), (row / k) % k, row % k);
-            let (w_lo, w_hi) = g.valid(kw, g.w);
-            for n in 0..nb {
-                let plane = &x[((n0 + n) * g.c + ci) * hw..][..hw];
-                for oh in 0..g.h {
-                    let dst = &mut out[n * hw + oh * g.w..][..g.w];
-                    let ih = oh + kh;
-                    if ih < p || ih - p >= g.h {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[(ih - p) * g.w..][..g.w];
-                    dst[..w_lo].fill(0.0);
-                    dst[w_hi..].fill(0.0);
-                    // Input column of output column ow: ow + kw − p.
-                    dst[w_lo..w_hi].copy_from_slice(&src[w_lo + kw - p..w_hi + kw - p]);
-                }
-            }
+            crate::cpu_kernels::best_isa(
+                #[inline(always)]
+                || im2col_row(x, g, n0, nb, row, out),
+            )
         });
 }
 
 #[cfg(feature = "flex")]
-/// Adds `dcols [C·k·k, nb·H·W]` back into samples `n0..n0 + nb` of `dx [N, C, H, W]` (the
-/// adjoint of [`im2col`]); each channel sums its `k·k` rows in order.
-fn col2im(dcols: &[f32], g: Geom, n0: usize, nb: usize, dx: &mut [f32]) {
-    use rayon::prelude::*;
+/// Row `row` of [`im2col`].
+#[inline(always)]
+fn im2col_row(x: &[f32], g: Geom, n0: usize, nb: usize, row: usize, out: &mut [f32]) {
     let (hw, p, k) = (g.hw(), g.k / 2, g.k);
-    let plen = nb * hw;
+    let (ci, kh, kw) = (row / (k * k), (row / k) % k, row % k);
+    let (w_lo, w_hi) = g.valid(kw, g.w);
+    for n in 0..nb {
+        let plane = &x[((n0 + n) * g.c + ci) * hw..][..hw];
+        for oh in 0..g.h {
+            let dst = &mut out[n * hw + oh * g.w..][..g.w];
+            let ih = oh + kh;
+            if ih < p || ih - p >= g.h {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[(ih - p) * g.w..][..g.w];
+            dst[..w_lo].fill(0.0);
+            dst[w_hi..].fill(0.0);
+            // Input column of output column ow: ow + kw − p.
+            dst[w_lo..w_hi].copy_from_slice(&src[w_lo + kw - p..w_hi + kw - p]);
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+/// Adds `dcols [C·k·k, nb·H·W]` back into samples `n0..n0 + nb` of `dx [N, C, H, W]` (the
+/// adjoint of [`im2col`]); each channel sums its `k·k` rows in order. Overwrites the columns of
+/// `dcols` whose input column leaves the image with zeros.
+fn col2im(dcols: &mut [f32], g: Geom, n0: usize, nb: usize, dx: &mut [f32]) {
+    use rayon::prelude::*;
     let ptr = SendPtr(dx.as_mut_ptr());
-    (0..g.c).into_par_iter().for_each(|ci| {
-        for n in 0..nb {
+    let per_channel = g.k * g.k * nb * g.hw();
+    dcols[..g.c * per_channel]
+        .par_chunks_mut(per_channel)
+        .enumerate()
+        .for_each(|(ci, rows)| {
             // SAFETY: each task writes the planes of its own channel only.
-            let plane = unsafe { ptr.slice(((n0 + n) * g.c + ci) * hw, hw) };
-            for kh in 0..k {
-                for kw in 0..k {
-                    let row = &dcols[(ci * k * k + kh * k + kw) * plen + n * hw..][..hw];
-                    let (w_lo, w_hi) = g.valid(kw, g.w);
+            crate::cpu_kernels::best_isa(
+                #[inline(always)]
+                || unsafe { col2im_channel(rows, g, n0, nb, ci, ptr) },
+            )
+        });
+}
+
+#[cfg(feature = "flex")]
+/// Channel `ci` of [`col2im`], from its `k·k` rows of `dcols`.
+///
+/// Each kernel offset `(kh, kw)` moves a pixel by a fixed flat distance, `(kh − p)·W + kw − p`,
+/// so its valid output rows are added as one run, which vectorises (rows of 8–32 floats do not),
+/// once the few columns whose input column leaves the image are set to zero in `rows`: those
+/// land on a neighbouring pixel, and adding +0.0 there is exact (a sum that starts from +0.0 is
+/// never −0.0). The sums per pixel run over `(kh, kw)` in order, as before.
+///
+/// # Safety
+/// `dx` holds samples `n0..n0 + nb` of `[N, C, H, W]`, and no other thread writes channel `ci`.
+#[inline(always)]
+unsafe fn col2im_channel(rows: &mut [f32], g: Geom, n0: usize, nb: usize, ci: usize, dx: SendPtr) {
+    let (hw, p, k, w) = (g.hw(), g.k / 2, g.k, g.w);
+    let plen = nb * hw;
+    for n in 0..nb {
+        let plane = unsafe { dx.slice(((n0 + n) * g.c + ci) * hw, hw) };
+        for kh in 0..k {
+            // Output rows whose input row `oh + kh − p` is inside the image.
+            let (oh_lo, oh_hi) = (p.saturating_sub(kh), (g.h + p).saturating_sub(kh).min(g.h));
+            for kw in 0..k {
+                let row = &mut rows[(kh * k + kw) * plen + n * hw..][..hw];
+                let (w_lo, w_hi) = g.valid(kw, w);
+                if w_lo > 0 || w_hi < w {
                     for oh in 0..g.h {
-                        let ih = oh + kh;
-                        if ih < p || ih - p >= g.h {
-                            continue;
-                        }
-                        let src = &row[oh * g.w + w_lo..oh * g.w + w_hi];
-                        let dst = &mut plane[(ih - p) * g.w + w_lo + kw - p..][..src.len()];
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d += *s;
-                        }
+                        row[oh * w..oh * w + w_lo].fill(0.0);
+                        row[oh * w + w_hi..(oh + 1) * w].fill(0.0);
                     }
+                }
+                if oh_lo >= oh_hi {
+                    continue;
+                }
+                let shift = (kh as isize - p as isize) * w as isize + kw as isize - p as isize;
+                // Clip to the plane: what falls off either end is a zeroed column.
+                let s_lo = (oh_lo * w).max((-shift).max(0) as usize);
+                let s_hi = (oh_hi * w).min((hw as isize - shift) as usize);
+                let src = &row[s_lo..s_hi];
+                let d0 = (s_lo as isize + shift) as usize;
+                for (d, s) in plane[d0..d0 + src.len()].iter_mut().zip(src) {
+                    *d += *s;
                 }
             }
         }
-    });
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -446,6 +489,64 @@ fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, acc
 }
 
 #[cfg(feature = "flex")]
+/// A work buffer of the convolution backward, taken from a small pool and returned to it on
+/// drop. Its contents are whatever an earlier user left: only for buffers written before read.
+struct Scratch(Vec<f32>);
+
+#[cfg(feature = "flex")]
+impl Scratch {
+    /// Buffers kept between calls (the backward holds three at a time).
+    const KEEP: usize = 3;
+
+    fn pool() -> &'static std::sync::Mutex<Vec<Vec<f32>>> {
+        static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+        &POOL
+    }
+
+    /// A buffer of `len` floats: the pool's largest, grown (zero-filled) where too short.
+    fn take(len: usize) -> Self {
+        if len == 0 {
+            return Self(Vec::new());
+        }
+        let mut pool = Self::pool().lock().unwrap_or_else(|e| e.into_inner());
+        let largest = (0..pool.len()).max_by_key(|&i| pool[i].len());
+        let mut v = largest.map(|i| pool.swap_remove(i)).unwrap_or_default();
+        drop(pool);
+        v.resize(len.max(v.len()), 0.0);
+        Self(v)
+    }
+}
+
+#[cfg(feature = "flex")]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.is_empty() {
+            return;
+        }
+        let mut pool = Self::pool().lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < Self::KEEP {
+            pool.push(v);
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+impl std::ops::Deref for Scratch {
+    type Target = Vec<f32>;
+    fn deref(&self) -> &Vec<f32> {
+        &self.0
+    }
+}
+
+#[cfg(feature = "flex")]
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut Vec<f32> {
+        &mut self.0
+    }
+}
+
+#[cfg(feature = "flex")]
 /// The backward of a same convolution on plain buffers: `(dx, dw)`; `dx` is empty unless
 /// `need_x`.
 #[allow(clippy::too_many_arguments)]
@@ -465,21 +566,16 @@ fn backward_f32(
     } else {
         chunk.min(n).max(1)
     };
-    let mut cols = if dense_dw {
-        vec![0f32; kr * nb_max * hw]
+    // The three work buffers are written in full before they are read (im2col and the gather
+    // write every element of their part; the input-gradient product does not read `dcols`), so
+    // buffers of an earlier call serve as they are: no zeroing, no fresh pages.
+    let mut cols = Scratch::take(if dense_dw { kr * nb_max * hw } else { 0 });
+    let mut dy = Scratch::take(if dense_dw || need_x {
+        g.co * nb_max * hw
     } else {
-        Vec::new()
-    };
-    let mut dy = if dense_dw || need_x {
-        vec![0f32; g.co * nb_max * hw]
-    } else {
-        Vec::new()
-    };
-    let mut dcols = if need_x {
-        vec![0f32; kr * nb_max * hw]
-    } else {
-        Vec::new()
-    };
+        0
+    });
+    let mut dcols = Scratch::take(if need_x { kr * nb_max * hw } else { 0 });
     let mut dw = if dense_dw {
         vec![0f32; g.co * kr]
     } else {
@@ -519,7 +615,7 @@ fn backward_f32(
                 cs: kr as isize,
             };
             matmul(&mut dcols, kr, nb * hw, g.co, w_t, dy_view, false);
-            col2im(&dcols, g, n0, nb, &mut dx);
+            col2im(&mut dcols, g, n0, nb, &mut dx);
         }
         n0 += nb;
     }
@@ -860,6 +956,52 @@ mod tests {
         // Input pixel (1, 1) of sample 0, channel 0: its 3×3 window of outputs in every channel.
         let nan = y.iter().filter(|v| v.is_nan()).count();
         assert_eq!(nan, 3 * 9, "{y:?}");
+    }
+
+    /// col2im's one-run-per-offset form gives the same bits as adding each in-image row
+    /// segment separately (the plain adjoint of im2col), for kernels 1, 3 and 5, odd and even
+    /// planes, two samples of a chunk starting past the first.
+    #[test]
+    fn col2im_equals_row_by_row_adjoint() {
+        for (k, h, w) in [
+            (1usize, 3usize, 5usize),
+            (3, 8, 8),
+            (3, 5, 7),
+            (5, 6, 9),
+            (3, 1, 4),
+        ] {
+            let (c, nb, n0, n) = (3usize, 2usize, 1usize, 3usize);
+            let g = Geom { c, co: 1, h, w, k };
+            let (hw, p) = (g.hw(), k / 2);
+            let plen = nb * hw;
+            let dcols: Vec<f32> = (0..c * k * k * plen)
+                .map(|i| ((i * 7919) % 1009) as f32 / 97.0 - 5.0)
+                .collect();
+            let mut expect = vec![0f32; n * c * hw];
+            for ci in 0..c {
+                for s in 0..nb {
+                    let plane = ((n0 + s) * c + ci) * hw;
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let row = &dcols[(ci * k * k + kh * k + kw) * plen + s * hw..];
+                            for oh in 0..h {
+                                for ow in 0..w {
+                                    let (ih, iw) = (oh + kh, ow + kw);
+                                    if ih >= p && ih - p < h && iw >= p && iw - p < w {
+                                        expect[plane + (ih - p) * w + iw - p] += row[oh * w + ow];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut got = vec![0f32; n * c * hw];
+            col2im(&mut dcols.clone(), g, n0, nb, &mut got);
+            assert_eq!(got.len(), expect.len());
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&expect), "k {k}, {h}x{w}");
+        }
     }
 
     /// The first layer's input needs no gradient: the weight gradient still matches Burn's.

@@ -199,21 +199,26 @@ impl<B: FusedBatchNormOps, C: CheckpointStrategy> FusedBatchNormOps for Autodiff
 // ---------------------------------------------------------------------------------------------
 // The flex kernels: one rayon task per channel.
 
-/// `Σ f(i)` over `0..len` in f64 with eight lanes (a fixed order, so LLVM may vectorise it).
+/// `Σ f(a[i], b[i])` in f64 with eight lanes (a fixed order, so LLVM may vectorise it): lane
+/// `j` sums elements `j, j + 8, …`, the remainder goes to the first lanes, and the lanes are
+/// added pairwise. Plain loops, so that it all inlines into the caller's AVX2 copy.
 #[cfg(feature = "flex")]
 #[inline(always)]
-fn sum8(len: usize, f: impl Fn(usize) -> f64) -> f64 {
+fn sum8(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    let len = a.len();
+    assert_eq!(b.len(), len);
     let mut acc = [0f64; 8];
     let full = len / 8 * 8;
     let mut i = 0;
     while i < full {
-        for (j, a) in acc.iter_mut().enumerate() {
-            *a += f(i + j);
+        let (x, y) = (&a[i..i + 8], &b[i..i + 8]);
+        for j in 0..8 {
+            acc[j] += f(x[j], y[j]);
         }
         i += 8;
     }
-    for (j, a) in acc.iter_mut().enumerate().take(len - full) {
-        *a += f(full + j);
+    for j in 0..len - full {
+        acc[j] += f(a[full + j], b[full + j]);
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
@@ -226,6 +231,54 @@ struct Forward {
     mean: Vec<f32>,
     var: Vec<f32>,
     rstd: Vec<f32>,
+}
+
+/// The statistics `(mean, var, rstd)` of channel `ch`, and its `y` and `x̂` slabs.
+///
+/// # Safety
+/// `py` and `px` hold `n·c·s` floats, and no other thread writes channel `ch`'s slabs.
+#[cfg(feature = "flex")]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn forward_channel(
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    [n, c, s]: [usize; 3],
+    ch: usize,
+    eps: f32,
+    py: SendPtr,
+    px: SendPtr,
+) -> (f32, f32, f32) {
+    let m = (n * s) as f64;
+    let slab = |i: usize| &x[(i * c + ch) * s..][..s];
+    // Per sample a sum of eight lanes, the samples' sums added in order.
+    let mut sum = 0f64;
+    for i in 0..n {
+        sum += sum8(slab(i), slab(i), |v, _| v as f64);
+    }
+    let mean64 = sum / m;
+    let mut sum = 0f64;
+    for i in 0..n {
+        sum += sum8(slab(i), slab(i), |v, _| {
+            let d = v as f64 - mean64;
+            d * d
+        });
+    }
+    let var64 = sum / m;
+    let (mean, var) = (mean64 as f32, var64 as f32);
+    let rstd = 1.0 / (var + eps).sqrt();
+    let (g, b) = (gamma[ch], beta[ch]);
+    for i in 0..n {
+        let off = (i * c + ch) * s;
+        // SAFETY: this channel's slabs only.
+        let (yo, xo) = unsafe { (py.slice(off, s), px.slice(off, s)) };
+        for ((yv, xv), &v) in yo.iter_mut().zip(xo.iter_mut()).zip(slab(i)) {
+            let h = (v - mean) * rstd;
+            *xv = h;
+            *yv = h * g + b;
+        }
+    }
+    (mean, var, rstd)
 }
 
 #[cfg(feature = "flex")]
@@ -243,37 +296,14 @@ fn forward_f32(
     let mut y = vec![0f32; total];
     let mut xhat = vec![0f32; total];
     let (py, px) = (SendPtr(y.as_mut_ptr()), SendPtr(xhat.as_mut_ptr()));
-    let m = (n * s) as f64;
     let stats: Vec<(f32, f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (py, px) = (py, px);
-            let slab = |i: usize| &x[(i * c + ch) * s..][..s];
-            let mean64 = (0..n).map(|i| sum8(s, |j| slab(i)[j] as f64)).sum::<f64>() / m;
-            let var64 = (0..n)
-                .map(|i| {
-                    let v = slab(i);
-                    sum8(s, |j| {
-                        let d = v[j] as f64 - mean64;
-                        d * d
-                    })
-                })
-                .sum::<f64>()
-                / m;
-            let (mean, var) = (mean64 as f32, var64 as f32);
-            let rstd = 1.0 / (var + eps).sqrt();
-            let (g, b) = (gamma[ch], beta[ch]);
-            for i in 0..n {
-                let off = (i * c + ch) * s;
-                // SAFETY: this channel's slabs only.
-                let (yo, xo) = unsafe { (py.slice(off, s), px.slice(off, s)) };
-                for ((yv, xv), &v) in yo.iter_mut().zip(xo.iter_mut()).zip(slab(i)) {
-                    let h = (v - mean) * rstd;
-                    *xv = h;
-                    *yv = h * g + b;
-                }
-            }
-            (mean, var, rstd)
+            // SAFETY: each task writes its own channel's slabs of `y` and `x̂`.
+            crate::cpu_kernels::best_isa(
+                #[inline(always)]
+                || unsafe { forward_channel(x, (gamma, beta), [n, c, s], ch, eps, py, px) },
+            )
         })
         .collect();
     Forward {
@@ -283,6 +313,42 @@ fn forward_f32(
         var: stats.iter().map(|t| t.1).collect(),
         rstd: stats.iter().map(|t| t.2).collect(),
     }
+}
+
+/// `(Σdy·x̂, Σdy)` of channel `ch`, and its `dx` slabs.
+///
+/// # Safety
+/// `pd` holds `n·c·s` floats, and no other thread writes channel `ch`'s slabs.
+#[cfg(feature = "flex")]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn backward_channel(
+    (grad, xhat): (&[f32], &[f32]),
+    (rstd, gamma): (&[f32], &[f32]),
+    [n, c, s]: [usize; 3],
+    ch: usize,
+    pd: SendPtr,
+) -> (f32, f32) {
+    let m = (n * s) as f64;
+    let g_slab = |i: usize| &grad[(i * c + ch) * s..][..s];
+    let h_slab = |i: usize| &xhat[(i * c + ch) * s..][..s];
+    let (mut sum_dy, mut sum_dyh) = (0f64, 0f64);
+    for i in 0..n {
+        sum_dy += sum8(g_slab(i), g_slab(i), |g, _| g as f64);
+    }
+    for i in 0..n {
+        sum_dyh += sum8(g_slab(i), h_slab(i), |g, h| g as f64 * h as f64);
+    }
+    let scale = gamma[ch] * rstd[ch];
+    let (a, b) = ((sum_dy / m) as f32, (sum_dyh / m) as f32);
+    for i in 0..n {
+        // SAFETY: this channel's slabs only.
+        let out = unsafe { pd.slice((i * c + ch) * s, s) };
+        for ((o, &g), &h) in out.iter_mut().zip(g_slab(i)).zip(h_slab(i)) {
+            *o = scale * (g - a - h * b);
+        }
+    }
+    (sum_dyh as f32, sum_dy as f32)
 }
 
 /// `(dx, dγ, dβ)`.
@@ -299,31 +365,14 @@ fn backward_f32(
     use rayon::prelude::*;
     let mut dx = vec![0f32; n * c * s];
     let pd = SendPtr(dx.as_mut_ptr());
-    let m = (n * s) as f64;
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let g_slab = |i: usize| &grad[(i * c + ch) * s..][..s];
-            let h_slab = |i: usize| &xhat[(i * c + ch) * s..][..s];
-            let sum_dy = (0..n)
-                .map(|i| sum8(s, |j| g_slab(i)[j] as f64))
-                .sum::<f64>();
-            let sum_dyh = (0..n)
-                .map(|i| {
-                    let (g, h) = (g_slab(i), h_slab(i));
-                    sum8(s, |j| g[j] as f64 * h[j] as f64)
-                })
-                .sum::<f64>();
-            let scale = gamma[ch] * rstd[ch];
-            let (a, b) = ((sum_dy / m) as f32, (sum_dyh / m) as f32);
-            for i in 0..n {
-                // SAFETY: this channel's slabs only.
-                let out = unsafe { pd.slice((i * c + ch) * s, s) };
-                for ((o, &g), &h) in out.iter_mut().zip(g_slab(i)).zip(h_slab(i)) {
-                    *o = scale * (g - a - h * b);
-                }
-            }
-            (sum_dyh as f32, sum_dy as f32)
+            // SAFETY: each task writes its own channel's slabs of `dx`.
+            crate::cpu_kernels::best_isa(
+                #[inline(always)]
+                || unsafe { backward_channel((grad, xhat), (rstd, gamma), [n, c, s], ch, pd) },
+            )
         })
         .collect();
     (

@@ -62,16 +62,26 @@ pub(super) fn scan(x: &[f32]) -> Scan {
             binary: true,
         };
     }
-    let (nnz, binary) = x
+    // Both counts in one branch-free pass (vectorised; a short-circuiting `all` is not).
+    let (nnz, other) = x
         .par_chunks(1 << 16)
         .map(|c| {
-            let nnz = c.iter().filter(|v| **v != 0.0).count();
-            (nnz, c.iter().all(|v| *v == 0.0 || *v == 1.0))
+            crate::cpu_kernels::best_isa(
+                #[inline(always)]
+                || {
+                    let (mut nnz, mut other) = (0u32, 0u32);
+                    for &v in c {
+                        nnz += (v != 0.0) as u32;
+                        other += (v != 0.0 && v != 1.0) as u32;
+                    }
+                    (nnz as usize, other as usize)
+                },
+            )
         })
-        .reduce(|| (0, true), |a, b| (a.0 + b.0, a.1 && b.1));
+        .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     Scan {
         density: nnz as f64 / x.len() as f64,
-        binary,
+        binary: other == 0,
     }
 }
 
@@ -750,13 +760,18 @@ fn pixel_masks(x: &[f32], g: Geom, n: usize) -> Vec<u64> {
     let (hw, groups) = (g.hw(), g.c.div_ceil(64));
     let mut masks = vec![0u64; n * groups * hw];
     masks.par_chunks_mut(hw).enumerate().for_each(|(i, dst)| {
-        let (s, grp) = (i / groups, i % groups);
-        for bit in 0..64.min(g.c - grp * 64) {
-            let plane = &x[(s * g.c + grp * 64 + bit) * hw..][..hw];
-            for (m, v) in dst.iter_mut().zip(plane) {
-                *m |= ((*v != 0.0) as u64) << bit;
-            }
-        }
+        crate::cpu_kernels::best_isa(
+            #[inline(always)]
+            || {
+                let (s, grp) = (i / groups, i % groups);
+                for bit in 0..64.min(g.c - grp * 64) {
+                    let plane = &x[(s * g.c + grp * 64 + bit) * hw..][..hw];
+                    for (m, v) in dst.iter_mut().zip(plane) {
+                        *m |= ((*v != 0.0) as u64) << bit;
+                    }
+                }
+            },
+        )
     });
     masks
 }

@@ -503,29 +503,6 @@ fn for_blocks(m: usize, f: impl Fn(usize, usize) + Send + Sync) {
         .for_each(|c| f(c * CHUNK, ((c + 1) * CHUNK).min(m)));
 }
 
-/// Run `f` compiled for AVX2 where the CPU has it (wider vectors, same arithmetic), else as is.
-macro_rules! with_best_isa {
-    ($body:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2")]
-            unsafe fn avx2<F: Fn()>(f: F) {
-                f()
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                unsafe { avx2(|| $body) }
-            } else {
-                $body
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $body
-        }
-    }};
-}
-
 macro_rules! dispatch_charge_soft {
     ($c:expr, $soft:expr, $f:ident, [$($extra:tt)*], $($arg:expr),*) => {
         match ($c, $soft) {
@@ -546,7 +523,10 @@ macro_rules! dispatch_charge_soft {
 fn run_forward_blocks(a: &Fwd, spec: &LifSpec) {
     fn go<const C: u32, const SOFT: bool>(a: &Fwd) {
         for_blocks(a.m, |m0, m1| {
-            with_best_isa!(forward_block::<C, SOFT>(a, m0, m1))
+            crate::cpu_kernels::best_isa(
+                #[inline(always)]
+                || forward_block::<C, SOFT>(a, m0, m1),
+            )
         });
     }
     dispatch_charge_soft!(spec.charge.code(), spec.soft_reset, go, [], a);
@@ -555,7 +535,10 @@ fn run_forward_blocks(a: &Fwd, spec: &LifSpec) {
 fn run_backward_blocks(a: &Bwd, spec: &LifSpec) {
     fn go<const C: u32, const SOFT: bool, const SG: u32>(a: &Bwd) {
         for_blocks(a.m, |m0, m1| {
-            with_best_isa!(backward_block::<C, SOFT, SG>(a, m0, m1))
+            crate::cpu_kernels::best_isa(
+                #[inline(always)]
+                || backward_block::<C, SOFT, SG>(a, m0, m1),
+            )
         });
     }
     let (c, soft) = (spec.charge.code(), spec.soft_reset);
