@@ -306,8 +306,12 @@ pub fn linear_torch_default(din: usize, dout: usize, device: &Device) -> Linear 
         .init(device)
 }
 
-/// `MaxPool2d(kernel 3, stride 2, padding 1)` (padding acts as −∞, PyTorch semantics).
+/// `MaxPool2d(kernel 3, stride 2, padding 1)` (padding acts as −∞, PyTorch semantics); on flex
+/// through [`crate::pool::max_pool3`].
 pub fn max_pool_3s2(x: Tensor<4>) -> Tensor<4> {
+    if crate::pool::max_pool3_supported(&x) {
+        return crate::pool::max_pool3(x, 2);
+    }
     max_pool2d(
         x,
         MaxPoolOptions::new([3, 3])
@@ -316,8 +320,12 @@ pub fn max_pool_3s2(x: Tensor<4>) -> Tensor<4> {
     )
 }
 
-/// 3×3 max filter, stride 1, padding 1 (the DVS `MaxPool3d((1,3,3), 1, (0,1,1))`).
+/// 3×3 max filter, stride 1, padding 1 (the DVS `MaxPool3d((1,3,3), 1, (0,1,1))`); on flex
+/// through [`crate::pool::max_pool3`].
 pub fn max_filter_3x3(x: Tensor<4>) -> Tensor<4> {
+    if crate::pool::max_pool3_supported(&x) {
+        return crate::pool::max_pool3(x, 1);
+    }
     max_pool2d(
         x,
         MaxPoolOptions::new([3, 3])

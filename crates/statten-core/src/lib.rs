@@ -70,6 +70,7 @@ pub mod models;
 pub mod monitor;
 pub mod neuron;
 pub mod norm;
+pub mod pool;
 
 pub use burn;
 pub use error::{Error, Result};
