@@ -60,7 +60,7 @@ enum Command {
         /// Devices, comma-separated (cpu, flex, ndarray, wgpu).
         #[arg(long, default_value = "cpu", value_delimiter = ',')]
         device: Vec<DeviceName>,
-        /// Timed iterations per workload (the median is reported).
+        /// Timed iterations per workload (the median is reported; `--train` also reports the fastest).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         iters: u64,
         /// Untimed warm-up iterations (shader compilation, autotuning).
@@ -874,6 +874,15 @@ fn model_info(cfg: &ModelConfig) -> Result<(), String> {
 /// Median wall time of `iters` runs of `it` after `warmup` untimed ones; the first error the
 /// device reports ends the measurement.
 fn median_ms(it: &mut statten::bench::Iteration, warmup: u64, iters: u64) -> Result<f64, String> {
+    step_times_ms(it, warmup, iters).map(|(median, _)| median)
+}
+
+/// `(median, fastest)` of `iters` timed runs after `warmup` untimed ones, in ms.
+fn step_times_ms(
+    it: &mut statten::bench::Iteration,
+    warmup: u64,
+    iters: u64,
+) -> Result<(f64, f64), String> {
     for _ in 0..warmup {
         it()?;
     }
@@ -884,7 +893,7 @@ fn median_ms(it: &mut statten::bench::Iteration, warmup: u64, iters: u64) -> Res
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    Ok(times[times.len() / 2])
+    Ok((times[times.len() / 2], times[0]))
 }
 
 fn run_bench(
@@ -974,7 +983,7 @@ fn run_bench_train(
     for dev_name in devices {
         let dev = dev_name.device();
         let (mut it, rate) = statten::bench::train_step_with_rate(&dev, &cfg, batch);
-        let med = median_ms(&mut it, warmup, iters).map_err(|e| {
+        let (med, min) = step_times_ms(&mut it, warmup, iters).map_err(|e| {
             format!(
                 "train {preset} batch {batch} on {dev_name}: the step failed on the device: \
                  {e}\n{DEVICE_FAILURE_CAUSE}: try a smaller --batch"
@@ -994,7 +1003,7 @@ fn run_bench_train(
         };
         println!(
             "train {preset}{overrides} T={} batch {batch} on {dev_name} ({} CPU threads): \
-             {med:.1} ms/step, {:.1} images/s, {memory}, mean firing rate {:.3}",
+             {med:.1} ms/step (min {min:.1}), {:.1} images/s, {memory}, mean firing rate {:.3}",
             cfg.time_steps,
             rayon::current_num_threads(),
             batch as f64 / med * 1e3,
