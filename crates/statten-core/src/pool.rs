@@ -63,6 +63,7 @@ pub fn max_pool3(x: Tensor<4>, stride: usize) -> Tensor<4> {
     ))
 }
 
+#[cfg(feature = "flex")]
 /// Output extent of a 3-wide window with padding 1 over `n` inputs (`n ≥ 1`).
 fn out_len(n: usize, stride: usize) -> usize {
     (n - 1) / stride + 1
@@ -163,12 +164,14 @@ fn forward_f32(
     (y, winners)
 }
 
+#[cfg(feature = "flex")]
 /// Input rows (columns) `lo..hi` of output row (column) `o`: `o·s − 1 ..= o·s + 1`, clipped.
 #[inline(always)]
 fn span(o: usize, stride: usize, n: usize) -> (usize, usize) {
     ((o * stride).saturating_sub(1), (o * stride + 2).min(n))
 }
 
+#[cfg(feature = "flex")]
 /// Output indices `lo..hi` whose window `o·s − 1 ..= o·s + 1` lies inside `0..n`.
 fn inside(n: usize, stride: usize) -> (usize, usize) {
     let on = out_len(n, stride);
@@ -181,6 +184,7 @@ fn inside(n: usize, stride: usize) -> (usize, usize) {
     (lo, hi)
 }
 
+#[cfg(feature = "flex")]
 /// The outputs whose whole window lies inside the plane, and for each (row-major) the input
 /// index of its window's top-left corner: candidate `(kh, kw)` is at `corner + kh·w + kw`.
 struct Interior {
@@ -192,6 +196,7 @@ struct Interior {
     corner: Vec<usize>,
 }
 
+#[cfg(feature = "flex")]
 impl Interior {
     fn new(h: usize, w: usize, stride: usize) -> Self {
         let (rows, cols) = (inside(h, stride), inside(w, stride));
@@ -212,6 +217,7 @@ impl Interior {
     }
 }
 
+#[cfg(feature = "flex")]
 /// Burn's (and PyTorch's) rule for the next candidate `v` of a window: it replaces the current
 /// winner when greater, or when NaN (so NaN always wins, the last NaN of the window).
 #[inline(always)]
@@ -219,6 +225,7 @@ fn replaces(v: f32, best: f32) -> bool {
     v > best || v.is_nan()
 }
 
+#[cfg(feature = "flex")]
 /// One plane: `y [oh, ow]` and the winners. The window is scanned row by row. The outputs whose
 /// window lies inside the plane go together, one candidate `(kh, kw)` at a time for all of them
 /// (gathered into a contiguous block, then branch-free selects, which vectorise); the edge
