@@ -5,8 +5,7 @@ use burn::module::{Flag, Module, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::module::{batch_norm, batch_norm_train, max_pool2d};
-use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::module::{batch_norm, batch_norm_train};
 
 /// The buffer (non-parameter) fields of [`TorchBatchNorm`], by their `state_dict` names.
 pub const BATCHNORM_BUFFERS: [&str; 2] = ["running_mean", "running_var"];
@@ -306,32 +305,16 @@ pub fn linear_torch_default(din: usize, dout: usize, device: &Device) -> Linear 
         .init(device)
 }
 
-/// `MaxPool2d(kernel 3, stride 2, padding 1)` (padding acts as −∞, PyTorch semantics); on flex
-/// through [`crate::pool::max_pool3`].
+/// `MaxPool2d(kernel 3, stride 2, padding 1)` (padding acts as −∞, PyTorch semantics); through
+/// [`crate::pool::max_pool3`] (an operator on flex, Burn's pool elsewhere).
 pub fn max_pool_3s2(x: Tensor<4>) -> Tensor<4> {
-    if crate::pool::max_pool3_supported(&x) {
-        return crate::pool::max_pool3(x, 2);
-    }
-    max_pool2d(
-        x,
-        MaxPoolOptions::new([3, 3])
-            .with_stride([2, 2])
-            .with_padding([1, 1]),
-    )
+    crate::pool::max_pool3(x, 2)
 }
 
-/// 3×3 max filter, stride 1, padding 1 (the DVS `MaxPool3d((1,3,3), 1, (0,1,1))`); on flex
-/// through [`crate::pool::max_pool3`].
+/// 3×3 max filter, stride 1, padding 1 (the DVS `MaxPool3d((1,3,3), 1, (0,1,1))`); through
+/// [`crate::pool::max_pool3`] (an operator on flex, Burn's pool elsewhere).
 pub fn max_filter_3x3(x: Tensor<4>) -> Tensor<4> {
-    if crate::pool::max_pool3_supported(&x) {
-        return crate::pool::max_pool3(x, 1);
-    }
-    max_pool2d(
-        x,
-        MaxPoolOptions::new([3, 3])
-            .with_stride([1, 1])
-            .with_padding([1, 1]),
-    )
+    crate::pool::max_pool3(x, 1)
 }
 
 /// Apply a `[N, C, H, W]` op to a `[T, B, C, H, W]` tensor by merging T and B.

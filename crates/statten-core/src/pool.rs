@@ -9,8 +9,8 @@
 //! the time, and the gradient goes to the winner), and a NaN always wins. The backward adds each
 //! output gradient to its winner in output order, as Burn does, so gradients are bit-equal.
 //!
-//! Backends: `Flex` and `Autodiff` over it ([`max_pool3_supported`]); elsewhere
-//! [`crate::layers::max_pool_3s2`] and [`crate::layers::max_filter_3x3`] call Burn's pool.
+//! Backends: `Flex` and `Autodiff` over it ([`max_pool3_supported`]); elsewhere [`max_pool3`]
+//! calls Burn's pool.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -54,9 +54,18 @@ pub fn max_pool3_supported(x: &Tensor<4>) -> bool {
         && crate::cpu_kernels::on_flex(&x.clone().into_dispatch().kind)
 }
 
-/// `MaxPool2d(kernel 3, stride, padding 1)` of `x [N, C, H, W]` (see [`max_pool3_supported`]).
+/// `MaxPool2d(kernel 3, stride, padding 1)` of `x [N, C, H, W]`: the operator where
+/// [`max_pool3_supported`], Burn's pool elsewhere (same semantics).
 pub fn max_pool3(x: Tensor<4>, stride: usize) -> Tensor<4> {
     assert!(stride > 0, "max pool: stride 0");
+    if !max_pool3_supported(&x) {
+        return burn::tensor::module::max_pool2d(
+            x,
+            burn::tensor::ops::MaxPoolOptions::new([3, 3])
+                .with_stride([stride, stride])
+                .with_padding([1, 1]),
+        );
+    }
     Tensor::from_dispatch(<Dispatch as MaxPool3Ops>::max_pool3(
         x.into_dispatch(),
         stride,
