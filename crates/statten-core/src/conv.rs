@@ -12,9 +12,11 @@
 //!   gradient as `dY [Co, P]`;
 //! - `dW += dY · colsᵀ`, one product of shape `Co × C·k·k × P`;
 //! - `dcols = Wᵀ · dY`, then col2im adds each column back into `dx` (skipped when the input
-//!   needs no gradient, as for the first layer). A 3×3 layer takes its input gradient by
-//!   Winograd's F(2×2, 3×3) instead (the `winograd` submodule): 2.25× fewer multiply-adds, equal
-//!   to rounding; `STATTEN_NO_WINOGRAD=1` turns it off.
+//!   needs no gradient, as for the first layer).
+//!
+//! A 3×3 layer with 16 channels or more on either side takes both gradients by Winograd's
+//! F(2×2, 3×3) instead (the `winograd` submodule): 2.25× fewer multiply-adds, equal to the
+//! direct products to rounding; `STATTEN_NO_WINOGRAD=1` turns it off.
 //!
 //! Chunks hold about 4 M floats of columns, so the extra memory is bounded (16 MB) whatever the
 //! batch. Every sum has a fixed order: results do not depend on the thread count.
@@ -696,26 +698,28 @@ mod flex_impl {
             let xs = contiguous_f32(&x);
             let ws = contiguous_f32(&weight);
             let gs = contiguous_f32(&grad);
-            let sparse_x = sparse::applies(&xs, g, sparse::Pass::WeightGrad);
-            // A 3×3 input gradient by Winograd's minimal filtering, the rest as before.
-            let wino = need_x && winograd::applies(g);
-            let (dx, mut dw) = backward_f32(
-                &xs,
-                &ws,
-                &gs,
-                g,
-                n,
-                need_x && !wino,
-                sparse_x.is_none(),
-                chunk,
-            );
-            let dx = if wino {
+            // A 3×3 layer's input gradient, and its weight gradient where the input is not
+            // sparse enough, by Winograd's minimal filtering; the rest as before.
+            let wino = winograd::applies(g);
+            let pass = if wino {
+                sparse::Pass::WeightGradWinograd
+            } else {
+                sparse::Pass::WeightGrad
+            };
+            let sparse_x = sparse::applies(&xs, g, pass);
+            let (wino_dx, wino_dw) = (need_x && wino, sparse_x.is_none() && wino);
+            let dense_dw = sparse_x.is_none() && !wino_dw;
+            let (dx, mut dw) =
+                backward_f32(&xs, &ws, &gs, g, n, need_x && !wino_dx, dense_dw, chunk);
+            let dx = if wino_dx {
                 winograd::input_grad(&gs, &ws, g, n, chunk)
             } else {
                 dx
             };
             if let Some(sc) = sparse_x {
                 dw = sparse::weight_grad(&xs, &gs, g, n, chunk, sc.binary);
+            } else if wino_dw {
+                dw = winograd::weight_grad(&xs, &gs, g, n, chunk);
             }
             let dx = if need_x {
                 FlexTensor::from_data(TensorData::new(dx, vec![n, c, h, w]))
@@ -951,7 +955,7 @@ mod tests {
     /// the outputs of its window, as in the dense path.
     #[test]
     fn sparse_path_choice_and_nan() {
-        use sparse::Pass::{Forward, WeightGrad};
+        use sparse::Pass::{Forward, WeightGrad, WeightGradWinograd};
         let g = |k| Geom {
             c: 1,
             co: 1,
@@ -965,6 +969,8 @@ mod tests {
         let takes = |nnz, k, pass| sparse::applies(&x(nnz), g(k), pass).is_some();
         assert!(takes(3, 3, Forward) && !takes(4, 3, Forward));
         assert!(takes(2, 3, WeightGrad) && !takes(3, 3, WeightGrad));
+        // Against Winograd's weight gradient: up to 9 %.
+        assert!(takes(0, 3, WeightGradWinograd) && !takes(1, 3, WeightGradWinograd));
         assert!(takes(4, 1, Forward) && !takes(5, 1, Forward));
         assert!(takes(1, 1, WeightGrad) && !takes(2, 1, WeightGrad));
         let twos = |nnz: usize| x(nnz).iter().map(|v| 2.0 * v).collect::<Vec<_>>();
@@ -1036,6 +1042,60 @@ mod tests {
     }
 
     /// The first layer's input needs no gradient: the weight gradient still matches Burn's.
+    /// The Winograd weight gradient for input `x` (random) and output gradient `dy` equals a
+    /// float64 sum of the definition and the direct product to rounding, in one chunk or
+    /// several; its bits do not depend on the thread count.
+    fn winograd_weight_grad_check(dy: &[f32], g: Geom, n: usize, device: &Device) {
+        let (c, co, h, w) = (g.c, g.co, g.h, g.w);
+        let x = random_vec([n, c, h, w], Distribution::Normal(0.0, 1.0), device);
+        // dW[o, ci, kh, kw] = Σ dy[s, o, y, x] · x[s, ci, y + kh − 1, x + kw − 1].
+        let mut want = vec![0f64; co * c * 9];
+        for (i, v) in want.iter_mut().enumerate() {
+            let (o, ci, kh, kw) = (i / (c * 9), i / 9 % c, i / 3 % 3, i % 3);
+            for s in 0..n {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let (iy, ix) = (y + kh, xx + kw);
+                        if iy < 1 || ix < 1 || iy > h || ix > w {
+                            continue;
+                        }
+                        let d = dy[((s * co + o) * h + y) * w + xx] as f64;
+                        *v += d * x[((s * c + ci) * h + iy - 1) * w + ix - 1] as f64;
+                    }
+                }
+            }
+        }
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let err = |a: &[f32]| {
+            assert_eq!(a.len(), want.len());
+            a.iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs() / scale)
+                .fold(
+                    0f64,
+                    |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+                )
+        };
+        let wt = vec![0f32; co * c * 9];
+        let (_, direct) = backward_f32(&x, &wt, dy, g, n, false, true, 0);
+        let got = winograd::weight_grad(&x, dy, g, n, 0);
+        let (e_wino, e_direct) = (err(&got), err(&direct));
+        assert!(e_wino < 2e-6, "winograd dW {n}x{c}->{co} {h}x{w}: {e_wino}");
+        assert!(
+            e_direct < 2e-6,
+            "direct dW {n}x{c}->{co} {h}x{w}: {e_direct}"
+        );
+        for chunk in [1, 2] {
+            let e = err(&winograd::weight_grad(&x, dy, g, n, chunk));
+            assert!(e < 2e-6, "dW chunk {chunk}: {e}");
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for threads in [1, 2, 3, 17] {
+            let again = on_threads(threads, || winograd::weight_grad(&x, dy, g, n, 0));
+            assert_eq!(bits(&again), bits(&got), "dW, {threads} threads");
+        }
+    }
+
     /// The Winograd input gradient of a 3×3 same convolution equals a float64 sum of the
     /// definition and the direct product to rounding, for even, odd and one-wide planes, in one
     /// chunk of samples or several; its bits do not depend on the thread count (17 threads take
@@ -1081,6 +1141,7 @@ mod tests {
             }
             let (direct, _) = backward_f32(&x, &wt, &dy, g, n, true, false, 0);
             let got = winograd::input_grad(&dy, &wt, g, n, 0);
+            winograd_weight_grad_check(&dy, g, n, &device);
             assert_eq!(got.len(), want.len());
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
             let err = |a: &[f32]| {

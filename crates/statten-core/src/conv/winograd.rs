@@ -1,27 +1,28 @@
-//! The input gradient of a 3×3 same convolution by Winograd's minimal filtering, F(2×2, 3×3):
-//! 2.25× fewer multiply-adds than `Wᵀ · dY` and col2im.
+//! The gradients of a 3×3 same convolution by Winograd's minimal filtering, F(2×2, 3×3): 2.25×
+//! fewer multiply-adds than the direct products (`Wᵀ · dY` with col2im, `dY · colsᵀ`).
 //!
-//! The input gradient of a stride-1 convolution with padding 1 is again one: `dx[ci]` is the
-//! sum over `co` of `dY[co]` correlated with the kernel `W[co, ci]` turned by 180°. F(2×2, 3×3)
-//! computes a 2×2 output tile from a 4×4 input tile as `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin and
-//! Gray, 2016), so the channel sum becomes 16 matrix products, one per point `ξ` of the 4×4
-//! transformed tile, each `[C, Co] · [Co, tiles]` — 16 multiply-adds per tile and channel pair
-//! where the direct form takes 36:
+//! F(2×2, 3×3) computes a 2×2 output tile from a 4×4 input tile as
+//! `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin and Gray, 2016), so a sum over channels becomes 16
+//! matrix products, one per point `ξ` of the 4×4 transformed tile — 16 multiply-adds per tile
+//! and channel pair where the direct form takes 36.
 //!
-//! - `U[ξ] [C, Co]`: the turned kernels, `G g Gᵀ` (`G` holds halves: the one rounding step of
-//!   the transforms, with the products' sums);
-//! - `V[ξ] [Co, tiles]`: `Bᵀ d B` of each 4×4 tile of `dY` (zero outside the image; additions
-//!   and subtractions only);
-//! - `M[ξ] = U[ξ] · V[ξ]`, then `dx` tile `= Aᵀ M A` (additions only).
+//! - **Input gradient** ([`input_grad`]). The input gradient of a stride-1 convolution with
+//!   padding 1 is again one: `dx[ci]` is the sum over `co` of `dY[co]` correlated with `W[co,
+//!   ci]` turned by 180°. `U[ξ] [C, Co]` holds the turned kernels' `G g Gᵀ` (`G` holds halves),
+//!   `V[ξ] [Co, tiles]` the `Bᵀ d B` of each 4×4 tile of `dY` (zero outside the image; additions
+//!   only), `M[ξ] = U[ξ] · V[ξ]`, and each `dx` tile is `Aᵀ M A` (additions only).
+//! - **Weight gradient** ([`weight_grad`]). Each forward tile is linear in `U = G g Gᵀ`, so
+//!   `dL/dU[ξ]` is the sum over tiles of `(A dy Aᵀ)[ξ] · (Bᵀ d B)[ξ]` — 16 products
+//!   `[Co, tiles] · [tiles, C]` of transformed output gradients and inputs — and `dW = Gᵀ dU G`.
 //!
-//! The sums have one order whatever the thread count (a tile belongs to one task of each pass;
-//! gemm sums over `Co` in one order however it splits the columns), so results are
-//! reproducible. The chunk of samples, chosen from the shapes, sets the products' widths, and
-//! gemm's kernels for other widths may round differently, as in the direct product.
-//! They equal the direct form's to rounding, within a few units in the last place of the
-//! gradient's scale: the rounding of the transformed kernels, and of the 16 products' sums.
-//! Only gradients take this path; forwards, whose outputs meet spike thresholds and max-pool
-//! ties, keep the direct kernels.
+//! The sums have one order whatever the thread count (a tile belongs to one task of each
+//! transform; each product sums its inner dimension, `Co` or the chunk's tiles, in one order
+//! however gemm splits the rest), so results are reproducible. The chunk of samples, chosen
+//! from the shapes, sets the products' sizes, and gemm's kernels for other sizes may round
+//! differently, as in the direct products. Results equal the direct form's to rounding (tests:
+//! within 2e-6 of the gradient's largest magnitude): the transforms with halves round, the rest
+//! are sums. Only gradients take this path; forwards, whose outputs meet spike thresholds and
+//! max-pool ties, keep the direct kernels (Winograd's outputs depend on the position in a tile).
 
 use super::{matmul, Geom, Mat, Scratch};
 use crate::cpu_kernels::{best_isa, SendPtr};
@@ -37,9 +38,11 @@ fn turned_off() -> bool {
     *OFF.get_or_init(|| std::env::var("STATTEN_NO_WINOGRAD").is_ok_and(|v| v == "1"))
 }
 
-/// Whether [`input_grad`] takes the input gradient of a convolution of geometry `g`.
+/// Whether the gradients of a convolution of geometry `g` take this path: 3×3, with at least
+/// 16 input and output channels. Narrower products (the first layer's 3 image channels) run
+/// gemm far from its peak, and there the direct product is faster.
 pub(super) fn applies(g: Geom) -> bool {
-    g.k == 3 && !turned_off()
+    g.k == 3 && g.c.min(g.co) >= 16 && !turned_off()
 }
 
 /// Tiles per sample: rows and columns of 2×2 output tiles.
@@ -52,22 +55,26 @@ fn transform_weight(weight: &[f32], g: Geom) -> Vec<f32> {
     let (c, co) = (g.c, g.co);
     let mut u = vec![0f32; 16 * c * co];
     let ptr = SendPtr(u.as_mut_ptr());
-    (0..c).into_par_iter().for_each(|ci| {
+    // Tasks of 16 input channels: for each output channel, their kernels are one contiguous
+    // run of `W`, and each of the 16 points ξ gets 16 rows advancing together.
+    (0..c.div_ceil(16)).into_par_iter().for_each(|blk| {
         for o in 0..co {
-            let w = &weight[(o * c + ci) * 9..][..9];
-            // Column s of G t, t the turned kernel (t[r][s] = w[2 − r][2 − s]): its rows
-            // t0, (t0 + t1 + t2)/2, (t0 − t1 + t2)/2, t2.
-            let col = |s: usize| {
-                let (a, b, d) = (w[6 + 2 - s], w[3 + 2 - s], w[2 - s]);
-                [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
-            };
-            // Row r of G t is (a, b, d); row r of (G t) Gᵀ follows.
-            let rows = col(0).into_iter().zip(col(1)).zip(col(2));
-            for (r, ((a, b), d)) in rows.enumerate() {
-                let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (s, v) in vals.into_iter().enumerate() {
-                    // SAFETY: element (ξ, ci, o) is written by the task of `ci` alone.
-                    unsafe { ptr.slice(((r * 4 + s) * c + ci) * co + o, 1)[0] = v };
+            for ci in blk * 16..(blk * 16 + 16).min(c) {
+                let w = &weight[(o * c + ci) * 9..][..9];
+                // Column s of G t, t the turned kernel (t[r][s] = w[2 − r][2 − s]): its rows
+                // t0, (t0 + t1 + t2)/2, (t0 − t1 + t2)/2, t2.
+                let col = |s: usize| {
+                    let (a, b, d) = (w[6 + 2 - s], w[3 + 2 - s], w[2 - s]);
+                    [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
+                };
+                // Row r of G t is (a, b, d); row r of (G t) Gᵀ follows.
+                let rows = col(0).into_iter().zip(col(1)).zip(col(2));
+                for (r, ((a, b), d)) in rows.enumerate() {
+                    let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                    for (s, v) in vals.into_iter().enumerate() {
+                        // SAFETY: element (ξ, ci, o) is written by the task of `ci` alone.
+                        unsafe { ptr.slice(((r * 4 + s) * c + ci) * co + o, 1)[0] = v };
+                    }
                 }
             }
         }
@@ -75,32 +82,34 @@ fn transform_weight(weight: &[f32], g: Geom) -> Vec<f32> {
     u
 }
 
-/// `V [16][Co][T]` for samples `n0..n0 + nb` of `grad [N, Co, H, W]`: `Bᵀ d B` of each tile,
-/// tile `t = (s·TH + ty)·TW + tx`.
-fn transform_input(grad: &[f32], g: Geom, n0: usize, nb: usize, v: &mut [f32]) {
-    let (hw, co) = (g.hw(), g.co);
+/// `V [16][K][T]` for samples `n0..n0 + nb` of `src [N, K, H, W]` (`K = channels`): `Bᵀ d B`
+/// of each tile, tile `t = (s·TH + ty)·TW + tx`.
+fn transform_input(src: &[f32], channels: usize, g: Geom, n0: usize, nb: usize, v: &mut [f32]) {
+    let (hw, co) = (g.hw(), channels);
     let (th, tw) = tiles(g);
     let t_all = nb * th * tw;
     let ptr = SendPtr(v.as_mut_ptr());
     (0..nb * co).into_par_iter().for_each(|i| {
         let (s, o) = (i / co, i % co);
-        let plane = &grad[((n0 + s) * co + o) * hw..][..hw];
+        let plane = &src[((n0 + s) * co + o) * hw..][..hw];
         // SAFETY: each task writes the tiles of its own (sample, channel) in every ξ.
         best_isa(
             #[inline(always)]
-            || unsafe { transform_plane(plane, g, s * th * tw, t_all, o, ptr) },
+            || unsafe { transform_plane(plane, g, co, s * th * tw, t_all, o, ptr) },
         )
     });
 }
 
-/// The tiles of one plane of `dY` into `V[ξ][o][first..first + TH·TW]`.
+/// The tiles of one plane (channel `o` of `channels`) into `V[ξ][o][first..first + TH·TW]`.
 ///
 /// # Safety
-/// `v` holds `16 · Co · t_all` floats; no other thread writes these tiles.
+/// `v` holds `16 · channels · t_all` floats; no other thread writes these tiles.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn transform_plane(
     plane: &[f32],
     g: Geom,
+    channels: usize,
     first: usize,
     t_all: usize,
     o: usize,
@@ -116,45 +125,50 @@ unsafe fn transform_plane(
             &plane[r as usize * w..][..w]
         }
     };
-    // Padded row p[x + 1] = t[x] (zero at both ends and past W), split into even and odd
-    // positions: tile tx reads p[2tx .. 2tx + 4] = E[tx], O[tx], E[tx + 1], O[tx + 1].
-    let mut padded = vec![0f32; 2 * tw + 2];
-    let mut even = vec![0f32; tw + 1];
-    let mut odd = vec![0f32; tw + 1];
-    let mut t = vec![0f32; w];
+    // The four rows of Bᵀ d, padded: p[x + 1] = t[x], zero at both ends and past W, so that
+    // tile tx reads p[2tx .. 2tx + 4].
+    let pl = 2 * tw + 2;
+    let mut tp = vec![0f32; 4 * pl];
+    let stride = channels * t_all;
     for ty in 0..th {
         let base = 2 * ty as isize - 1;
         let (d0, d1, d2, d3) = (row(base), row(base + 1), row(base + 2), row(base + 3));
-        for i in 0..4 {
+        {
             // Bᵀ along the rows: d0 − d2, d1 + d2, d2 − d1, d1 − d3.
+            let (t0, rest) = tp.split_at_mut(pl);
+            let (t1, rest) = rest.split_at_mut(pl);
+            let (t2, t3) = rest.split_at_mut(pl);
+            let (t0, t1, t2, t3) = (
+                &mut t0[1..=w],
+                &mut t1[1..=w],
+                &mut t2[1..=w],
+                &mut t3[1..=w],
+            );
             for x in 0..w {
-                t[x] = match i {
-                    0 => d0[x] - d2[x],
-                    1 => d1[x] + d2[x],
-                    2 => d2[x] - d1[x],
-                    _ => d1[x] - d3[x],
-                };
+                t0[x] = d0[x] - d2[x];
+                t1[x] = d1[x] + d2[x];
+                t2[x] = d2[x] - d1[x];
+                t3[x] = d1[x] - d3[x];
             }
-            padded[1..=w].copy_from_slice(&t);
-            for k in 0..=tw {
-                even[k] = padded[2 * k];
-                odd[k] = padded[2 * k + 1];
-            }
-            let at = |j: usize| unsafe {
-                v.slice(((i * 4 + j) * g.co + o) * t_all + first + ty * tw, tw)
+        }
+        for i in 0..4 {
+            let p = &tp[i * pl..][..pl];
+            let at = (i * 4 * channels + o) * t_all + first + ty * tw;
+            let (o0, o1, o2, o3) = unsafe {
+                (
+                    v.slice(at, tw),
+                    v.slice(at + stride, tw),
+                    v.slice(at + 2 * stride, tw),
+                    v.slice(at + 3 * stride, tw),
+                )
             };
-            // B along the columns.
-            for (tx, d) in at(0).iter_mut().enumerate() {
-                *d = even[tx] - even[tx + 1];
-            }
-            for (tx, d) in at(1).iter_mut().enumerate() {
-                *d = odd[tx] + even[tx + 1];
-            }
-            for (tx, d) in at(2).iter_mut().enumerate() {
-                *d = even[tx + 1] - odd[tx];
-            }
-            for (tx, d) in at(3).iter_mut().enumerate() {
-                *d = odd[tx] - odd[tx + 1];
+            // B along the columns: a − c, b + c, c − b, b − d of (a, b, c, d) = p[2tx..].
+            for tx in 0..tw {
+                let (a, b, c, d) = (p[2 * tx], p[2 * tx + 1], p[2 * tx + 2], p[2 * tx + 3]);
+                o0[tx] = a - c;
+                o1[tx] = b + c;
+                o2[tx] = c - b;
+                o3[tx] = b - d;
             }
         }
     }
@@ -249,7 +263,7 @@ pub(super) fn input_grad(
     while n0 < n {
         let nb = nb_max.min(n - n0);
         let t_all = nb * th * tw;
-        transform_input(grad, g, n0, nb, &mut v);
+        transform_input(grad, g.co, g, n0, nb, &mut v);
         let (vp, mp) = (SendPtr(v.as_mut_ptr()), SendPtr(m.as_mut_ptr()));
         let product = |xi: usize, parallel: bool| {
             let lhs = Mat {
@@ -277,4 +291,144 @@ pub(super) fn input_grad(
         n0 += nb;
     }
     dx
+}
+
+/// `Y [16][Co][T]` for samples `n0..n0 + nb` of `grad [N, Co, H, W]`: `A dy Aᵀ` of each 2×2
+/// tile (zero past the image), `A` the 4×2 transpose of `Aᵀ`.
+fn transform_grad(grad: &[f32], g: Geom, n0: usize, nb: usize, y: &mut [f32]) {
+    let (hw, co) = (g.hw(), g.co);
+    let (th, tw) = tiles(g);
+    let t_all = nb * th * tw;
+    let ptr = SendPtr(y.as_mut_ptr());
+    (0..nb * co).into_par_iter().for_each(|i| {
+        let (s, o) = (i / co, i % co);
+        let plane = &grad[((n0 + s) * co + o) * hw..][..hw];
+        // SAFETY: each task writes the tiles of its own (sample, channel) in every ξ.
+        best_isa(
+            #[inline(always)]
+            || unsafe { grad_plane(plane, g, s * th * tw, t_all, o, ptr) },
+        )
+    });
+}
+
+/// The tiles of one plane of `dY` (channel `o`) into `Y[ξ][o][first..first + TH·TW]`.
+///
+/// # Safety
+/// `y` holds `16 · Co · t_all` floats; no other thread writes these tiles.
+#[inline(always)]
+unsafe fn grad_plane(plane: &[f32], g: Geom, first: usize, t_all: usize, o: usize, y: SendPtr) {
+    let (h, w) = (g.h, g.w);
+    let (th, tw) = tiles(g);
+    let zero = vec![0f32; w];
+    let row = |r: usize| -> &[f32] {
+        if r >= h {
+            &zero
+        } else {
+            &plane[r * w..][..w]
+        }
+    };
+    // The four rows of A dy (dy rows 2ty and 2ty + 1): d0, d0 + d1, d0 − d1, −d1, each padded
+    // with a zero past W, so that tile tx reads p[2tx], p[2tx + 1].
+    let pl = 2 * tw;
+    let mut tp = vec![0f32; 4 * pl];
+    let stride = g.co * t_all;
+    for ty in 0..th {
+        let (d0, d1) = (row(2 * ty), row(2 * ty + 1));
+        {
+            let (t0, rest) = tp.split_at_mut(pl);
+            let (t1, rest) = rest.split_at_mut(pl);
+            let (t2, t3) = rest.split_at_mut(pl);
+            let (t0, t1, t2, t3) = (&mut t0[..w], &mut t1[..w], &mut t2[..w], &mut t3[..w]);
+            for x in 0..w {
+                t0[x] = d0[x];
+                t1[x] = d0[x] + d1[x];
+                t2[x] = d0[x] - d1[x];
+                t3[x] = -d1[x];
+            }
+        }
+        for i in 0..4 {
+            let p = &tp[i * pl..][..pl];
+            let at = (i * 4 * g.co + o) * t_all + first + ty * tw;
+            let (o0, o1, o2, o3) = unsafe {
+                (
+                    y.slice(at, tw),
+                    y.slice(at + stride, tw),
+                    y.slice(at + 2 * stride, tw),
+                    y.slice(at + 3 * stride, tw),
+                )
+            };
+            // A along the columns: a, a + b, a − b, −b of (a, b) = p[2tx..].
+            for tx in 0..tw {
+                let (a, b) = (p[2 * tx], p[2 * tx + 1]);
+                o0[tx] = a;
+                o1[tx] = a + b;
+                o2[tx] = a - b;
+                o3[tx] = -b;
+            }
+        }
+    }
+}
+
+/// `dW [Co, C, 3, 3]` of a 3×3 same convolution from its input `x [N, C, H, W]` and
+/// `grad = dL/dy [N, Co, H, W]`, `chunk` samples at a time (0: chosen from the shapes).
+///
+/// The forward is `y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` per tile, so `dL/d(G g Gᵀ)` is the sum over
+/// tiles of `(A dy Aᵀ) ⊙ (Bᵀ d B)` — 16 products `[Co, T] · [T, C]` — and `dW = Gᵀ (…) G`.
+pub(super) fn weight_grad(x: &[f32], grad: &[f32], g: Geom, n: usize, chunk: usize) -> Vec<f32> {
+    assert_eq!(g.k, 3, "Winograd F(2x2, 3x3) takes 3x3 kernels");
+    let (c, co) = (g.c, g.co);
+    let (th, tw) = tiles(g);
+    let nb_max = if chunk == 0 {
+        samples_per_chunk(n, g)
+    } else {
+        chunk.clamp(1, n.max(1))
+    };
+    let mut v = Scratch::take(16 * c * nb_max * th * tw);
+    let mut y = Scratch::take(16 * co * nb_max * th * tw);
+    // dU [16][Co][C], summed over the chunks.
+    let mut du = vec![0f32; 16 * co * c];
+    let mut n0 = 0;
+    while n0 < n {
+        let nb = nb_max.min(n - n0);
+        let t_all = nb * th * tw;
+        transform_input(x, c, g, n0, nb, &mut v);
+        transform_grad(grad, g, n0, nb, &mut y);
+        let (vp, yp) = (SendPtr(v.as_mut_ptr()), SendPtr(y.as_mut_ptr()));
+        let dup = SendPtr(du.as_mut_ptr());
+        let product = |xi: usize, parallel: bool| {
+            // SAFETY: the products read Y[ξ] and V[ξ] and write dU[ξ]: disjoint for distinct ξ.
+            let lhs = Mat {
+                ptr: unsafe { yp.slice(xi * co * t_all, co * t_all) }.as_ptr(),
+                rs: t_all as isize,
+                cs: 1,
+            };
+            let rhs = Mat {
+                ptr: unsafe { vp.slice(xi * c * t_all, c * t_all) }.as_ptr(),
+                rs: 1,
+                cs: t_all as isize,
+            };
+            let dst = unsafe { dup.slice(xi * co * c, co * c) };
+            matmul(dst, co, c, t_all, lhs, rhs, n0 > 0, parallel);
+        };
+        if rayon::current_num_threads() <= 16 {
+            (0..16).into_par_iter().for_each(|xi| product(xi, false));
+        } else {
+            (0..16).for_each(|xi| product(xi, true));
+        }
+        n0 += nb;
+    }
+    // dW = Gᵀ dU G per (co, ci); Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]].
+    let mut dw = vec![0f32; co * c * 9];
+    dw.par_chunks_mut(9).enumerate().for_each(|(i, out)| {
+        let d = |r: usize, s: usize| du[(r * 4 + s) * co * c + i];
+        let gt =
+            |a: f32, b: f32, e: f32, f: f32| [a + 0.5 * (b + e), 0.5 * (b - e), 0.5 * (b + e) + f];
+        // Rows: Gᵀ along r for each column s; then along s.
+        let cols = [0, 1, 2, 3].map(|s| gt(d(0, s), d(1, s), d(2, s), d(3, s)));
+        for r in 0..3 {
+            let row = gt(cols[0][r], cols[1][r], cols[2][r], cols[3][r]);
+            out[r * 3..][..3].copy_from_slice(&row);
+        }
+    });
+    dw
 }
