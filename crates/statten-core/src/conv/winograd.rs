@@ -72,7 +72,7 @@ fn transform_weight(weight: &[f32], g: Geom) -> Vec<f32> {
                 for (r, ((a, b), d)) in rows.enumerate() {
                     let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
                     for (s, v) in vals.into_iter().enumerate() {
-                        // SAFETY: element (ξ, ci, o) is written by the task of `ci` alone.
+                        // SAFETY: element (ξ, ci, o) is in `u`, written by the task of ci's block alone.
                         unsafe { ptr.slice(((r * 4 + s) * c + ci) * co + o, 1)[0] = v };
                     }
                 }
@@ -238,6 +238,17 @@ fn samples_per_chunk(n: usize, g: Geom) -> usize {
     (CHUNK_FLOATS / (16 * g.c.max(g.co) * th * tw).max(1)).clamp(1, n.max(1))
 }
 
+/// Runs `product(ξ, parallel)` for the 16 points ξ: one product per task while they keep the
+/// threads busy, else one at a time over all threads (`parallel`). gemm sums the inner
+/// dimension in the same order either way.
+fn sixteen(product: impl Fn(usize, bool) + Sync) {
+    if rayon::current_num_threads() <= 16 {
+        (0..16).into_par_iter().for_each(|xi| product(xi, false));
+    } else {
+        (0..16).for_each(|xi| product(xi, true));
+    }
+}
+
 /// `dx [N, C, H, W]` of a 3×3 same convolution from `grad = dL/dy [N, Co, H, W]` and
 /// `weight [Co, C, 3, 3]`, `chunk` samples at a time (0: chosen from the shapes).
 pub(super) fn input_grad(
@@ -280,13 +291,7 @@ pub(super) fn input_grad(
             let dst = unsafe { mp.slice(xi * g.c * t_all, g.c * t_all) };
             matmul(dst, g.c, t_all, g.co, lhs, rhs, false, parallel);
         };
-        // Sixteen products: one per task while they keep the threads busy, else one at a time
-        // over all threads. gemm sums over Co in the same order either way.
-        if rayon::current_num_threads() <= 16 {
-            (0..16).into_par_iter().for_each(|xi| product(xi, false));
-        } else {
-            (0..16).for_each(|xi| product(xi, true));
-        }
+        sixteen(product);
         transform_output(&m, g, n0, nb, &mut dx);
         n0 += nb;
     }
@@ -410,11 +415,7 @@ pub(super) fn weight_grad(x: &[f32], grad: &[f32], g: Geom, n: usize, chunk: usi
             let dst = unsafe { dup.slice(xi * co * c, co * c) };
             matmul(dst, co, c, t_all, lhs, rhs, n0 > 0, parallel);
         };
-        if rayon::current_num_threads() <= 16 {
-            (0..16).into_par_iter().for_each(|xi| product(xi, false));
-        } else {
-            (0..16).for_each(|xi| product(xi, true));
-        }
+        sixteen(product);
         n0 += nb;
     }
     // dW = Gᵀ dU G per (co, ci); Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]].
