@@ -902,6 +902,37 @@ mod tests {
         }
     }
 
+    /// The row-list forward gives the same bits with the kernel offsets outermost and pixel by
+    /// pixel, for binary and real-valued sparse inputs, 3×3 and 5×5 kernels, full and partial
+    /// blocks of output channels.
+    #[test]
+    fn forward_orders_give_the_same_bits() {
+        let device = Device::flex();
+        for (k, c, co, h, w, kind) in [
+            (3, 6, 70, 7, 6, 0),
+            (3, 20, 40, 9, 9, 2),
+            (5, 4, 9, 6, 7, 1),
+        ] {
+            let g = Geom { c, co, h, w, k };
+            let x = sparse_input([3, c, h, w], kind, &device)
+                .to_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let binary = sparse::scan(&x).binary;
+            assert_eq!(binary, kind == 0);
+            let wt = random_vec([co, c, k, k], Distribution::Normal(0.0, 0.3), &device);
+            let run = |order| sparse::forward_in_order(&x, &wt, g, 3, binary, Some(order));
+            let (by_offset, by_pixel) = (run(true), run(false));
+            assert_eq!(by_offset.len(), 3 * co * h * w);
+            assert!(
+                by_offset.iter().any(|v| *v != 0.0),
+                "the input must reach the output"
+            );
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&by_offset), bits(&by_pixel), "k={k} c={c} co={co}");
+        }
+    }
+
     /// The 1×1 forward of spikes (bitmask kernel, taken when the input is binary) gives the same
     /// bits as the row-list kernel (taken for the same input when told it is not binary), at
     /// any thread count; 150 channels span three mask groups, the last one partial, and 70
