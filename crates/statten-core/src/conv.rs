@@ -1073,6 +1073,20 @@ mod tests {
     }
 
     /// The first layer's input needs no gradient: the weight gradient still matches Burn's.
+    /// The largest `|a − want|` relative to `max |want|`; NaN counts as infinite, and the
+    /// lengths must agree.
+    fn rel_err(a: &[f32], want: &[f64]) -> f64 {
+        assert_eq!(a.len(), want.len(), "lengths differ");
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(want)
+            .map(|(a, b)| (*a as f64 - b).abs() / scale)
+            .fold(
+                0f64,
+                |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+            )
+    }
+
     /// The Winograd weight gradient for input `x` (random) and output gradient `dy` equals a
     /// float64 sum of the definition and the direct product to rounding, in one chunk or
     /// several; its bits do not depend on the thread count.
@@ -1096,17 +1110,7 @@ mod tests {
                 }
             }
         }
-        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let err = |a: &[f32]| {
-            assert_eq!(a.len(), want.len());
-            a.iter()
-                .zip(&want)
-                .map(|(a, b)| (*a as f64 - b).abs() / scale)
-                .fold(
-                    0f64,
-                    |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-                )
-        };
+        let err = |a: &[f32]| rel_err(a, &want);
         let wt = vec![0f32; co * c * 9];
         let (_, direct) = backward_f32(&x, &wt, dy, g, n, false, true, 0);
         let got = winograd::weight_grad(&x, dy, g, n, 0);
@@ -1173,17 +1177,7 @@ mod tests {
             let (direct, _) = backward_f32(&x, &wt, &dy, g, n, true, false, 0);
             let got = winograd::input_grad(&dy, &wt, g, n, 0);
             winograd_weight_grad_check(&dy, g, n, &device);
-            assert_eq!(got.len(), want.len());
-            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-            let err = |a: &[f32]| {
-                a.iter()
-                    .zip(&want)
-                    .map(|(a, b)| (*a as f64 - b).abs() / scale)
-                    .fold(
-                        0f64,
-                        |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-                    )
-            };
+            let err = |a: &[f32]| rel_err(a, &want);
             let (e_wino, e_direct) = (err(&got), err(&direct));
             assert!(e_wino < 2e-6, "winograd {n}x{c}->{co} {h}x{w}: {e_wino}");
             assert!(e_direct < 2e-6, "direct {n}x{c}->{co} {h}x{w}: {e_direct}");

@@ -583,6 +583,20 @@ struct FwdArgs<'a> {
     out: &'a mut [f32],
 }
 
+impl<'a> FwdArgs<'a> {
+    /// The lists' channels, values, starts and ends, once checked that the block of the weight
+    /// holds `C·k·k` rows of `cb` floats and the lists cover sample `s` (what the tasks'
+    /// unchecked reads rely on, with the channels below `C`).
+    #[inline(always)]
+    fn checked_lists(&self, cb: usize) -> (&'a [u32], &'a [f32], &'a [usize], &'a [usize]) {
+        let l = self.lists;
+        assert!(
+            self.wb.len() >= self.g.col_rows() * cb && l.end.len() >= (self.s + 1) * self.g.hw()
+        );
+        (&l.idx, &l.val, &l.start, &l.end)
+    }
+}
+
 /// # Safety
 /// `S`'s instructions run on this CPU; `a.wb` holds `C·k·k` rows of `CB` floats and the lists'
 /// channels are below `C`.
@@ -590,10 +604,8 @@ struct FwdArgs<'a> {
 unsafe fn forward_task<S: Simd, const CB: usize, const BIN: bool>(a: FwdArgs<'_>) {
     let g = a.g;
     let (hw, k, p) = (g.hw(), g.k, g.k / 2);
-    let (idx, val) = (&a.lists.idx[..], &a.lists.val[..]);
-    let (starts, ends) = (&a.lists.start[..], &a.lists.end[..]);
+    let (idx, val, starts, ends) = a.checked_lists(CB);
     let wb = a.wb.as_ptr();
-    assert!(a.wb.len() >= g.col_rows() * CB && ends.len() >= (a.s + 1) * hw);
     // One output row's results, pixel-major, written out channel by channel after the row
     // (contiguous runs instead of a store `H·W` floats apart per channel).
     let mut tile = vec![0f32; g.w * CB];
@@ -642,10 +654,8 @@ unsafe fn forward_task<S: Simd, const CB: usize, const BIN: bool>(a: FwdArgs<'_>
 unsafe fn forward_task_by_offset<S: Simd, const CB: usize, const BIN: bool>(a: FwdArgs<'_>) {
     let g = a.g;
     let (hw, k, p) = (g.hw(), g.k, g.k / 2);
-    let (idx, val) = (&a.lists.idx[..], &a.lists.val[..]);
-    let (starts, ends) = (&a.lists.start[..], &a.lists.end[..]);
+    let (idx, val, starts, ends) = a.checked_lists(CB);
     let wb = a.wb.as_ptr();
-    assert!(a.wb.len() >= g.col_rows() * CB && ends.len() >= (a.s + 1) * hw);
     let mut tile = vec![0f32; hw * CB];
     for kh in 0..k {
         // Output rows whose input row `oh + kh − p` is inside the image.
