@@ -14,9 +14,11 @@
 //! - `dcols = Wᵀ · dY`, then col2im adds each column back into `dx` (skipped when the input
 //!   needs no gradient, as for the first layer).
 //!
-//! A 3×3 layer with 16 channels or more on either side takes both gradients by Winograd's
-//! F(2×2, 3×3) instead (the `winograd` submodule): 2.25× fewer multiply-adds, equal to the
-//! direct products to rounding; `STATTEN_NO_WINOGRAD=1` turns it off.
+//! A 3×3 layer with 16 channels or more on each side takes its input gradient, and its weight
+//! gradient where the input is not sparse enough, by Winograd's F(2×2, 3×3) instead (the
+//! `winograd` submodule): 2.25× fewer multiply-adds, equal to the direct products to rounding,
+//! in 16 MB chunks as well, plus the transformed kernels (16·C·Co floats);
+//! `STATTEN_NO_WINOGRAD=1` turns it off.
 //!
 //! Chunks hold about 4 M floats of columns, so the extra memory is bounded (16 MB) whatever the
 //! batch. Every sum has a fixed order: results do not depend on the thread count.
