@@ -667,7 +667,7 @@ mod flex_impl {
                 let xs = contiguous_f32(&x);
                 let g = Geom { c, co, h, w, k };
                 if let Some(sc) = sparse::applies(&xs, g, sparse::Pass::Forward) {
-                    let y = sparse::forward(&xs, &contiguous_f32(&weight), g, n, sc.binary);
+                    let y = sparse::forward(&xs, &contiguous_f32(&weight), g, n, sc.binary, None);
                     return FlexTensor::from_data(TensorData::new(y, vec![n, co, h, w]));
                 }
             }
@@ -889,7 +889,7 @@ mod tests {
         let run = |threads: usize, chunk: usize| {
             on_threads(threads, || {
                 (
-                    sparse::forward(&x, &wt, g, n, false),
+                    sparse::forward(&x, &wt, g, n, false, None),
                     sparse::weight_grad(&x, &dy, g, n, chunk, false),
                 )
             })
@@ -923,7 +923,7 @@ mod tests {
             let binary = sparse::scan(&x).binary;
             assert_eq!(binary, kind == 0);
             let wt = random_vec([co, c, k, k], Distribution::Normal(0.0, 0.3), &device);
-            let run = |order| sparse::forward_in_order(&x, &wt, g, 3, binary, Some(order));
+            let run = |order| sparse::forward(&x, &wt, g, 3, binary, Some(order));
             let (by_offset, by_pixel) = (run(true), run(false));
             assert_eq!(by_offset.len(), 3 * co * h * w);
             assert!(
@@ -950,7 +950,7 @@ mod tests {
         let wt = random_vec([co, c, 1, 1], Distribution::Normal(0.0, 0.1), &device);
         let dy = random_vec([n, co, h, w], Distribution::Normal(0.0, 1.0), &device);
         let run = |threads: usize, binary: bool| {
-            on_threads(threads, || sparse::forward(&x, &wt, g, n, binary))
+            on_threads(threads, || sparse::forward(&x, &wt, g, n, binary, None))
         };
         let lists = run(1, false);
         assert_eq!(lists.len(), n * co * h * w);

@@ -449,14 +449,10 @@ fn channel_lists(x: &[f32], g: Geom, n0: usize, nb: usize) -> Lists {
 /// The forward `y [N, Co, H, W] = conv(x, weight)` over the non-zeros of `x`; `binary`: every
 /// element of `x` is 0 or 1 (see [`Scan`]). A 1×1 convolution of spikes runs
 /// [`forward_masked`], anything else the row-list kernel; for the same input both give the same
-/// bits (each output sums its weight rows in ascending channel order).
-pub(super) fn forward(x: &[f32], weight: &[f32], g: Geom, n: usize, binary: bool) -> Vec<f32> {
-    forward_in_order(x, weight, g, n, binary, None)
-}
-
-/// [`forward`] with the order of the row-list tasks given (`Some(true)`: kernel offsets
-/// outermost, `Some(false)`: pixel by pixel) or chosen from the shapes (`None`).
-pub(super) fn forward_in_order(
+/// bits (each output sums its weight rows in ascending channel order). `order` sets the
+/// row-list tasks' order (`Some(true)`: kernel offsets outermost, `Some(false)`: pixel by
+/// pixel; both give the same bits) or leaves it to the shapes (`None`, see [`by_offset`]).
+pub(super) fn forward(
     x: &[f32],
     weight: &[f32],
     g: Geom,
