@@ -14,12 +14,6 @@
 //! - `dcols = Wᵀ · dY`, then col2im adds each column back into `dx` (skipped when the input
 //!   needs no gradient, as for the first layer).
 //!
-//! A 3×3 layer with 16 channels or more on each side takes its input gradient, and its weight
-//! gradient where the input is not sparse enough, by Winograd's F(2×2, 3×3) instead (the
-//! `winograd` submodule): 2.25× fewer multiply-adds, equal to the direct products to rounding,
-//! in 16 MB chunks as well, plus the transformed kernels (16·C·Co floats);
-//! `STATTEN_NO_WINOGRAD=1` turns it off.
-//!
 //! Chunks hold about 4 M floats of columns, so the extra memory is bounded (16 MB) whatever the
 //! batch. Every sum has a fixed order: results do not depend on the thread count.
 //!
@@ -28,12 +22,28 @@
 //! a multiply-add per element. The output then equals Burn's to rounding (another summation
 //! order); the choice depends on the data alone, so runs stay reproducible.
 //!
+//! Every kernel taken by default keeps the accuracy invariant of [`algorithm`] (each output
+//! within `γ_n · Σ|terms|` of the float64 sum, so exact zeros stay exact). Two others are
+//! chosen with [`ConvAlgorithm`] (`train.conv_algorithm`, `--conv-algorithm`, or
+//! [`with_algorithm`] around a step): `winograd`, Winograd's F(2×2, 3×3) for both gradients of
+//! 3×3 layers with 16 channels or more on each side (the `winograd` submodule; 2.25× fewer
+//! multiply-adds, **not reference-exact**), and `float64`, every sum in float64 (the `float64`
+//! submodule; the oracle of the whole-model checks).
+//!
 //! Backends: `Flex` and `Autodiff` over it. On CubeCL devices (wgpu) a `k×k` convolution runs
 //! as im2col and one matrix product in tensor operations ([`gemm_conv`]); other devices use
 //! Burn's `Conv2d::forward` ([`same_conv_supported`] and [`gemm_conv_plan`] tell which).
 
+pub mod accuracy;
+pub mod algorithm;
+pub use algorithm::{with_algorithm, ConvAlgorithm};
+
 #[cfg(feature = "flex")]
 use crate::cpu_kernels::SendPtr;
+#[cfg(feature = "flex")]
+mod float64;
+#[cfg(all(test, feature = "flex"))]
+mod invariant;
 #[cfg(feature = "flex")]
 mod sparse;
 #[cfg(feature = "flex")]
@@ -319,10 +329,11 @@ impl Geom {
     fn col_rows(&self) -> usize {
         self.c * self.k * self.k
     }
-    /// Output columns `ow` whose input column `ow + kw − p` is inside the image.
+    /// Output columns `ow` whose input column `ow + kw − p` is inside the image (an empty range
+    /// at `extent` where none is: a plane narrower than the kernel's reach).
     fn valid(&self, kx: usize, extent: usize) -> (usize, usize) {
         let p = self.k / 2;
-        let lo = p.saturating_sub(kx);
+        let lo = p.saturating_sub(kx).min(extent);
         let hi = (extent + p).saturating_sub(kx).min(extent);
         (lo, hi.max(lo))
     }
@@ -364,8 +375,10 @@ fn im2col_row(x: &[f32], g: Geom, n0: usize, nb: usize, row: usize, out: &mut [f
             let src = &plane[(ih - p) * g.w..][..g.w];
             dst[..w_lo].fill(0.0);
             dst[w_hi..].fill(0.0);
-            // Input column of output column ow: ow + kw − p.
-            dst[w_lo..w_hi].copy_from_slice(&src[w_lo + kw - p..w_hi + kw - p]);
+            if w_lo < w_hi {
+                // Input column of output column ow: ow + kw − p.
+                dst[w_lo..w_hi].copy_from_slice(&src[w_lo + kw - p..w_hi + kw - p]);
+            }
         }
     }
 }
@@ -425,7 +438,11 @@ unsafe fn col2im_channel(rows: &mut [f32], g: Geom, n0: usize, nb: usize, ci: us
                 let shift = (kh as isize - p as isize) * w as isize + kw as isize - p as isize;
                 // Clip to the plane: what falls off either end is a zeroed column.
                 let s_lo = (oh_lo * w).max((-shift).max(0) as usize);
-                let s_hi = (oh_hi * w).min((hw as isize - shift) as usize);
+                let s_hi = (oh_hi * w).min((hw as isize - shift).max(0) as usize);
+                if s_lo >= s_hi {
+                    // A plane narrower than the kernel's reach: nothing lands in it.
+                    continue;
+                }
                 let src = &row[s_lo..s_hi];
                 let d0 = (s_lo as isize + shift) as usize;
                 for (d, s) in plane[d0..d0 + src.len()].iter_mut().zip(src) {
@@ -642,6 +659,49 @@ fn backward_f32(
 }
 
 #[cfg(feature = "flex")]
+/// The backward of a same convolution on plain buffers with the kernels `alg` allows: `(dx,
+/// dw)`, `dx` empty unless `need_x`. Dense products, the sparse weight gradient where the input
+/// is sparse enough, and Winograd or float64 sums where `alg` asks for them.
+#[allow(clippy::too_many_arguments)]
+fn backward_by(
+    alg: ConvAlgorithm,
+    xs: &[f32],
+    ws: &[f32],
+    gs: &[f32],
+    g: Geom,
+    n: usize,
+    need_x: bool,
+    chunk: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    if alg == ConvAlgorithm::Float64 {
+        return float64::backward(xs, ws, gs, g, n, need_x);
+    }
+    // Opt-in (not reference-exact): a 3×3 layer's input gradient, and its weight gradient
+    // where the input is not sparse enough, by Winograd's minimal filtering.
+    let wino = alg == ConvAlgorithm::Winograd && winograd::applies(g);
+    let pass = if wino {
+        sparse::Pass::WeightGradWinograd
+    } else {
+        sparse::Pass::WeightGrad
+    };
+    let sparse_x = sparse::applies(xs, g, pass);
+    let (wino_dx, wino_dw) = (need_x && wino, sparse_x.is_none() && wino);
+    let dense_dw = sparse_x.is_none() && !wino_dw;
+    let (dx, mut dw) = backward_f32(xs, ws, gs, g, n, need_x && !wino_dx, dense_dw, chunk);
+    let dx = if wino_dx {
+        winograd::input_grad(gs, ws, g, n, chunk)
+    } else {
+        dx
+    };
+    if let Some(sc) = sparse_x {
+        dw = sparse::weight_grad(xs, gs, g, n, chunk, sc.binary);
+    } else if wino_dw {
+        dw = winograd::weight_grad(xs, gs, g, n, chunk);
+    }
+    (dx, dw)
+}
+
+#[cfg(feature = "flex")]
 mod flex_impl {
     use super::*;
     use burn::backend::ops::{ConvOptions, ModuleOps};
@@ -666,6 +726,10 @@ mod flex_impl {
             {
                 let xs = contiguous_f32(&x);
                 let g = Geom { c, co, h, w, k };
+                if algorithm::current() == ConvAlgorithm::Float64 {
+                    let y = float64::forward(&xs, &contiguous_f32(&weight), g, n);
+                    return FlexTensor::from_data(TensorData::new(y, vec![n, co, h, w]));
+                }
                 if let Some(sc) = sparse::applies(&xs, g, sparse::Pass::Forward) {
                     let y = sparse::forward(&xs, &contiguous_f32(&weight), g, n, sc.binary, None);
                     return FlexTensor::from_data(TensorData::new(y, vec![n, co, h, w]));
@@ -700,29 +764,7 @@ mod flex_impl {
             let xs = contiguous_f32(&x);
             let ws = contiguous_f32(&weight);
             let gs = contiguous_f32(&grad);
-            // A 3×3 layer's input gradient, and its weight gradient where the input is not
-            // sparse enough, by Winograd's minimal filtering; the rest as before.
-            let wino = winograd::applies(g);
-            let pass = if wino {
-                sparse::Pass::WeightGradWinograd
-            } else {
-                sparse::Pass::WeightGrad
-            };
-            let sparse_x = sparse::applies(&xs, g, pass);
-            let (wino_dx, wino_dw) = (need_x && wino, sparse_x.is_none() && wino);
-            let dense_dw = sparse_x.is_none() && !wino_dw;
-            let (dx, mut dw) =
-                backward_f32(&xs, &ws, &gs, g, n, need_x && !wino_dx, dense_dw, chunk);
-            let dx = if wino_dx {
-                winograd::input_grad(&gs, &ws, g, n, chunk)
-            } else {
-                dx
-            };
-            if let Some(sc) = sparse_x {
-                dw = sparse::weight_grad(&xs, &gs, g, n, chunk, sc.binary);
-            } else if wino_dw {
-                dw = winograd::weight_grad(&xs, &gs, g, n, chunk);
-            }
+            let (dx, dw) = backward_by(algorithm::current(), &xs, &ws, &gs, g, n, need_x, chunk);
             let dx = if need_x {
                 FlexTensor::from_data(TensorData::new(dx, vec![n, c, h, w]))
             } else {
@@ -740,6 +782,7 @@ mod tests {
     use crate::layers::conv2d;
     use burn::tensor::{Distribution, TensorData};
 
+    use super::accuracy::on_threads;
     use crate::cpu_kernels::max_rel;
 
     /// Forward bit-equal to `Conv2d::forward`, gradients equal to Burn's to rounding, for
@@ -861,15 +904,6 @@ mod tests {
             .to_data()
             .try_to_vec::<f32>()
             .unwrap()
-    }
-
-    /// `f` run on a pool of `threads` threads.
-    fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(f)
     }
 
     /// The sparse kernels give the same bits whatever the chunk of samples and the thread

@@ -23,6 +23,13 @@
 //! within 2e-6 of the gradient's largest magnitude): the transforms with halves round, the rest
 //! are sums. Only gradients take this path; forwards, whose outputs meet spike thresholds and
 //! max-pool ties, keep the direct kernels (Winograd's outputs depend on the position in a tile).
+//!
+//! **Not reference-exact**, hence an opt-in ([`super::ConvAlgorithm::Winograd`]): the error is
+//! bounded by the size of a whole tile's terms, not of each element's. An element whose terms
+//! are all zero — a kernel offset at which an input channel never fires, as at the border of a
+//! 4×4 token grid — comes out as a residue of about 1e-9 instead of 0, which AdamW's first
+//! step turns into an update of 0.1–0.3 × lr where the reference leaves the weight alone
+//! (`conv::invariant` shows it).
 
 use super::{matmul, Geom, Mat, Scratch};
 use crate::cpu_kernels::{best_isa, SendPtr};
@@ -31,18 +38,12 @@ use rayon::prelude::*;
 /// Transformed floats per chunk and buffer (16 MB), as the direct backward's columns.
 const CHUNK_FLOATS: usize = super::CHUNK_FLOATS;
 
-/// Whether the environment turns this path off (`STATTEN_NO_WINOGRAD=1`, read once): for
-/// measuring it against the direct product with one binary.
-fn turned_off() -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var("STATTEN_NO_WINOGRAD").is_ok_and(|v| v == "1"))
-}
-
-/// Whether the gradients of a convolution of geometry `g` take this path: 3×3, with at least
-/// 16 input and output channels. Narrower products (the first layer's 3 image channels) run
-/// gemm far from its peak, and there the direct product is faster.
+/// Whether the gradients of a convolution of geometry `g` can take this path (where
+/// [`super::ConvAlgorithm::Winograd`] asks for it): 3×3, with at least 16 input and output
+/// channels. Narrower products (the first layer's 3 image channels) run gemm far from its
+/// peak, and there the direct product is faster.
 pub(super) fn applies(g: Geom) -> bool {
-    g.k == 3 && g.c.min(g.co) >= 16 && !turned_off()
+    g.k == 3 && g.c.min(g.co) >= 16
 }
 
 /// Tiles per sample: rows and columns of 2×2 output tiles.
