@@ -231,10 +231,16 @@ pub fn save_reference<M: Module + ModuleSnapshot>(model: &M, path: &Path) -> Res
         }
         views.push((name.to_string(), view));
     }
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::tensor::serialize_to_file(views, header.metadata().clone(), &tmp)
+    // Serialised in memory and written with the process's usual file mode (the safetensors
+    // crate's own file writer creates files readable by their owner alone).
+    let bytes = safetensors::tensor::serialize(views, header.metadata().clone())
         .map_err(|e| err(format!("{e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    let tmp = path.with_extension("safetensors.tmp");
+    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map_err(|e| err(format!("cannot write: {e}")))
 }
 
 /// A named host-side tensor in PyTorch layout.

@@ -60,6 +60,11 @@
 
 #![warn(missing_docs)]
 
+/// The example of the crate's README, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod attention;
 pub mod checkpoint;
 pub mod conv;

@@ -98,4 +98,15 @@ impl Monitor {
             })
             .collect()
     }
+
+    /// The whole model's firing rate: all spikes over all outputs of every spiking layer
+    /// recorded (NaN when nothing was recorded). Reads the counts back to the host.
+    pub fn firing_rate(&self) -> f64 {
+        let stats = self.stats();
+        let elements: usize = stats.iter().map(|s| s.elements).sum();
+        if elements == 0 {
+            return f64::NAN;
+        }
+        stats.iter().map(|s| s.spikes).sum::<f64>() / elements as f64
+    }
 }
