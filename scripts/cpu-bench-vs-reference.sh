@@ -5,6 +5,7 @@
 # batch 16. Run it on an otherwise idle machine; BENCHMARKS.md reports its ratios.
 #
 #   scripts/cpu-bench-vs-reference.sh [THREADS...]     # default: 1 2
+#   ALGS="exact winograd" scripts/cpu-bench-vs-reference.sh 2   # the train steps both ways
 #
 # Needs a release build (cargo build --release) and the reference's Python environment as
 # ../shared/reference/README.md sets it up (REF_PY, default ~/.cache/statten-ref-venv/bin/python).
@@ -16,6 +17,9 @@ BIN="${STATTEN_BIN:-${CARGO_TARGET_DIR:-target}/release/statten}"
 REF="${REF_DIR:-$ROOT/../shared/reference}"
 PY="${REF_PY:-$HOME/.cache/statten-ref-venv/bin/python}"
 B64="${B64:-1}"       # set B64=0 to skip the (slow) batch-64 steps
+# statten's CPU convolution algorithms to time the train steps with (space-separated):
+# `exact` is the default; `winograd` the opt-in that is not reference-exact.
+read -r -a ALGS <<<"${ALGS:-exact}"
 threads=("$@"); [ "${#threads[@]}" -gt 0 ] || threads=(1 2)
 [ -x "$BIN" ] || { echo "error: no statten binary at $BIN (cargo build --release, or set STATTEN_BIN)" >&2; exit 1; }
 [ -x "$PY" ] || { echo "error: no reference Python at $PY (see $REF/README.md, or set REF_PY)" >&2; exit 1; }
@@ -53,10 +57,14 @@ for t in "${threads[@]}"; do
   ref "$block_py" 5 "$t"
   "$BIN" bench --threads "$t" --only block --iters 5 --warmup 1
   ref bench_torch.py cifar10-2-512 8 5 "$t"
-  "$BIN" bench --threads "$t" --train cifar10-2-512 --batch 8 --iters 5 --warmup 1
+  for a in "${ALGS[@]}"; do
+    "$BIN" bench --threads "$t" --train cifar10-2-512 --batch 8 --iters 5 --warmup 1 --conv-algorithm "$a"
+  done
   if [ "$B64" = 1 ]; then
     ref bench_torch.py cifar10-2-512 64 3 "$t"
-    "$BIN" bench --threads "$t" --train cifar10-2-512 --batch 64 --iters 3 --warmup 1
+    for a in "${ALGS[@]}"; do
+      "$BIN" bench --threads "$t" --train cifar10-2-512 --batch 64 --iters 3 --warmup 1 --conv-algorithm "$a"
+    done
   fi
 done
 t="${threads[-1]}"

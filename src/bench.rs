@@ -181,10 +181,7 @@ pub fn train_step_with_rate(
             }
         };
         if first {
-            let stats = monitor.stats();
-            let spikes: f64 = stats.iter().map(|s| s.spikes).sum();
-            let elements: usize = stats.iter().map(|s| s.elements).sum();
-            rate.set(spikes / elements.max(1) as f64);
+            rate.set(monitor.firing_rate());
         }
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(opt.step(3e-4, m, grads));

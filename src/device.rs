@@ -1,63 +1,55 @@
 //! Run-time device selection: `cpu` (the faster CPU backend, flex by measurement — see
-//! BENCHMARKS.md), `flex`, `ndarray` or `wgpu`.
+//! BENCHMARKS.md), `flex`, `ndarray` or `wgpu`, each with an optional index (`wgpu:1`,
+//! `wgpu:integrated:0`, `wgpu:cpu`, `cpu:0`): the grammar of `train.device` and
+//! `train.devices` (`statten_train::trainer::device_from_name`), so that `--device` and the
+//! config accept the same names.
 
 use burn::tensor::Device;
 use std::fmt;
 use std::str::FromStr;
 
-/// A device name accepted by `--device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceName {
-    /// The faster CPU backend (flex).
-    Cpu,
-    /// Burn's pure-Rust Flex CPU backend.
-    Flex,
-    /// Burn's NdArray CPU backend (deprecated upstream, kept for comparison).
-    NdArray,
-    /// wgpu (Vulkan/Metal/DX12; software Vulkan where no GPU exists).
-    Wgpu,
-}
+/// A device name accepted by `--device`, checked for its syntax when parsed (whether the device
+/// exists is checked when it is first used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceName(String);
 
 impl DeviceName {
-    /// All names, for help texts.
+    /// The device kinds, for help texts.
     pub const ALL: &'static [&'static str] = &["cpu", "flex", "ndarray", "wgpu"];
+
+    /// The kind: `cpu`, `flex`, `ndarray`, `wgpu` (or `gpu`), lower case.
+    fn kind(&self) -> String {
+        self.0.split(':').next().unwrap_or("").to_ascii_lowercase()
+    }
 
     /// Whether the backend has the fused LIF operator (flex and wgpu; not ndarray).
     pub fn has_fused_lif(&self) -> bool {
-        !matches!(self, DeviceName::NdArray)
+        self.kind() != "ndarray"
+    }
+
+    /// Whether it is flex, where the CPU convolution kernels (and their
+    /// `statten_core::conv::ConvAlgorithm`) run.
+    pub fn is_flex(&self) -> bool {
+        matches!(self.kind().as_str(), "cpu" | "flex")
     }
 
     /// The Burn device (without autodiff), as `statten train` resolves the same name.
     pub fn device(&self) -> Device {
-        statten_train::trainer::device_from_name(&self.to_string())
-            .expect("every DeviceName is a known device")
+        statten_train::trainer::device_from_name(&self.0).expect("the name was checked when parsed")
     }
 }
 
 impl FromStr for DeviceName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Self::Cpu),
-            "flex" => Ok(Self::Flex),
-            "ndarray" => Ok(Self::NdArray),
-            "wgpu" | "gpu" => Ok(Self::Wgpu),
-            _ => Err(format!(
-                "unknown device `{s}`; expected one of: {}",
-                Self::ALL.join(", ")
-            )),
-        }
+        statten_train::trainer::device_from_name(s)
+            .map(|_| Self(s.to_string()))
+            .map_err(|e| e.to_string())
     }
 }
 
 impl fmt::Display for DeviceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            DeviceName::Cpu => "cpu",
-            DeviceName::Flex => "flex",
-            DeviceName::NdArray => "ndarray",
-            DeviceName::Wgpu => "wgpu",
-        };
-        f.write_str(s)
+        f.pad(&self.0)
     }
 }

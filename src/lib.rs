@@ -6,6 +6,11 @@
 
 #![warn(missing_docs)]
 
+/// The README's Rust examples, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod bench;
 pub mod data_cli;
 pub mod device;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use statten::device::DeviceName;
 use statten::parity::{run_parity, ParityOptions};
 use statten::recipes::{self, ConfigSource};
+use statten_core::conv::{with_algorithm, ConvAlgorithm};
 use statten_core::models::{ModelConfig, PRESETS};
 use statten_data::cifar::Split;
 use statten_data::config::DatasetName;
@@ -51,6 +52,10 @@ enum Command {
         /// position-independent; see the fixtures README §6).
         #[arg(long)]
         relax_sps_ties: bool,
+        /// The CPU convolutions' kernels: exact (default; reference-exact), winograd (faster 3x3
+        /// gradients, not reference-exact) or float64 (every sum in float64).
+        #[arg(long, value_parser = listed::<ConvAlgorithm>(&ConvAlgorithm::NAMES))]
+        conv_algorithm: Option<ConvAlgorithm>,
     },
     /// Time the core workloads (fused and composite LIF, attention core, STAtten block, one
     /// CIFAR-10 2-512 training step), or with `--train PRESET` the training throughput of a
@@ -92,6 +97,10 @@ enum Command {
         /// CPU threads (default: RAYON_NUM_THREADS, else all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// The CPU convolutions' kernels: exact (default; reference-exact), winograd (faster 3x3
+        /// gradients, not reference-exact) or float64 (every sum in float64; slow).
+        #[arg(long, value_parser = listed::<ConvAlgorithm>(&ConvAlgorithm::NAMES))]
+        conv_algorithm: Option<ConvAlgorithm>,
     },
     /// Train a model from a TOML run config (see `statten configs`), with progress bars,
     /// summary.csv, metrics.jsonl, curves.png, energy.json and resumable checkpoints in the run
@@ -104,7 +113,8 @@ enum Command {
         /// Override any config key, e.g. `--set train.epochs=10 --set optimizer.lr=1e-3`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
-        /// Device: cpu, flex, ndarray or wgpu (overrides train.device).
+        /// Device: cpu, flex, ndarray or wgpu, optionally with an index as in train.device
+        /// (wgpu:1, wgpu:integrated:0, wgpu:cpu); overrides train.device.
         #[arg(long)]
         device: Option<DeviceName>,
         /// Data parallel over these device indices of --device's kind, e.g. `--devices 0,1`
@@ -174,6 +184,9 @@ enum Command {
         /// Dataset folder (overrides data.root).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Evaluate only the first N batches (default: the whole split).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        max_batches: usize,
         /// CPU threads (default: RAYON_NUM_THREADS, else all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -474,7 +487,7 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
     let rank = world.as_ref().map_or(0, |w| w.rank());
     // Rank 0 alone prints; the others train quietly.
     let quiet = quiet || rank > 0;
-    let source = recipes::resolve(&config)?;
+    let source = recipes::resolve(&config).map_err(|e| format!("--config {e}"))?;
     let mut cfg = source.load(&sets)?;
     apply_cli_overrides(&mut cfg, device, data_dir);
     if let Some(w) = &world {
@@ -484,6 +497,13 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
         }
     }
     if !devices.is_empty() {
+        if cfg.train.device.contains(':') {
+            return Err(format!(
+                "--devices takes indices of one device kind, but the device is `{}`: give \
+                 --device without an index (e.g. --device wgpu --devices 0,1)",
+                cfg.train.device
+            ));
+        }
         cfg.train.devices = devices
             .iter()
             .map(|i| format!("{}:{i}", cfg.train.device))
@@ -563,14 +583,17 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
     let s = train(&cfg, &opts)?;
     if let Some(p) = &s.stopped {
         let sig = statten::signals::received();
+        // The run's own resolved config (every --set, --device and --data-dir in it), so that
+        // the command resumes whatever the run was started with.
+        let run_config = RunDir::at(&output).config();
         eprintln!(
             "stopped at epoch {}, batch {}: the run is saved in {}; continue it with\n  \
              statten train --config {} --output {} --resume",
             p.epoch + 1,
             p.batches_done,
             p.checkpoint.display(),
-            config.display(),
-            output.display()
+            shell_word(&run_config.to_string_lossy()),
+            shell_word(&output.to_string_lossy()),
         );
         return Ok(Some(statten::signals::exit_status(if sig > 0 {
             sig
@@ -598,6 +621,17 @@ fn run_train(a: TrainArgs) -> Result<Option<u8>, String> {
     Ok(None)
 }
 
+/// `w` as one word for a POSIX shell: as it is when it holds only safe characters, else in
+/// single quotes.
+fn shell_word(w: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
+    if !w.is_empty() && w.chars().all(safe) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
 /// `statten eval`'s arguments.
 struct EvalArgs {
     checkpoint: PathBuf,
@@ -607,19 +641,22 @@ struct EvalArgs {
     sets: Vec<String>,
     device: Option<DeviceName>,
     data_dir: Option<PathBuf>,
+    max_batches: usize,
 }
 
 fn run_eval(a: EvalArgs) -> Result<(), String> {
     let mut cfg = match &a.config {
-        Some(c) => recipes::resolve(c)?.load(&a.sets)?,
+        Some(c) => recipes::resolve(c)
+            .map_err(|e| format!("--config {e}"))?
+            .load(&a.sets)?,
         None => {
-            let meta = statten_train::checkpoint::read_meta(&a.checkpoint)
-                .map_err(|e| format!("{e} (give --config for reference weights)"))?;
+            let meta =
+                statten_train::checkpoint::read_meta(&a.checkpoint).map_err(|e| e.to_string())?;
             RunConfig::parse(&meta.config, &a.sets)?
         }
     };
     apply_cli_overrides(&mut cfg, a.device, a.data_dir);
-    let (ev, rep) = eval_checkpoint(&cfg, &a.checkpoint, a.split.into(), !a.json)?;
+    let (ev, rep) = eval_checkpoint(&cfg, &a.checkpoint, a.split.into(), a.max_batches, !a.json)?;
     let split = a
         .split
         .to_possible_value()
@@ -628,6 +665,7 @@ fn run_eval(a: EvalArgs) -> Result<(), String> {
         let v = serde_json::json!({
             "checkpoint": a.checkpoint.display().to_string(),
             "split": split,
+            "images": ev.images,
             "loss": ev.loss,
             "top1": ev.top1,
             "top5": ev.top5,
@@ -636,8 +674,9 @@ fn run_eval(a: EvalArgs) -> Result<(), String> {
         println!("{v}");
     } else {
         println!(
-            "{} split: eval loss {:.4}  top-1 {:.2} %  top-5 {:.2} %",
+            "{} split, {} images: eval loss {:.4}  top-1 {:.2} %  top-5 {:.2} %",
             split.unwrap_or_default(),
+            ev.images,
             ev.loss,
             ev.top1,
             ev.top5
@@ -694,8 +733,56 @@ fn dry_run_report(source: &ConfigSource, cfg: &RunConfig) -> Result<(), String> 
             cfg.train.devices.join(",")
         }
     );
+    println!("schedule          {}", schedule_line(cfg));
     println!("dry run: nothing was trained or written");
     Ok(())
+}
+
+/// The learning-rate schedule against the run's length, in words.
+fn schedule_line(cfg: &RunConfig) -> String {
+    let sc = &cfg.schedule;
+    let mut line = format!(
+        "cosine over {} epochs from lr {:e} to {:e}{}{}{}",
+        sc.epochs,
+        cfg.optimizer.lr,
+        sc.min_lr,
+        if sc.warmup_epochs > 0 {
+            format!(
+                ", the first {} a linear warm-up from {:e}",
+                sc.warmup_epochs, sc.warmup_lr
+            )
+        } else {
+            String::new()
+        },
+        if sc.cooldown_epochs > 0 {
+            format!(
+                ", then {} cooldown epochs at {:e}",
+                sc.cooldown_epochs, sc.min_lr
+            )
+        } else {
+            String::new()
+        },
+        if sc.per_iteration {
+            ", updated every step"
+        } else {
+            ", updated every epoch"
+        }
+    );
+    let (run, planned) = (cfg.total_epochs(), sc.total_epochs());
+    if run != planned {
+        line += &format!(
+            "; the run lasts {run} epochs, {} the schedule's {planned} (schedule.fit_to_run = \
+             false)",
+            if run < planned {
+                "fewer than"
+            } else {
+                "more than"
+            }
+        );
+    } else {
+        line += &format!("; the run lasts {run} epochs");
+    }
+    line
 }
 
 /// Write `line` to stdout; false when the pipe is closed (`statten configs | head`).
@@ -707,7 +794,8 @@ fn out_line(line: &str) -> bool {
 
 fn run_configs(dir: Option<PathBuf>, command: Option<ConfigsCommand>) -> Result<(), String> {
     if let Some(ConfigsCommand::Show { name }) = command {
-        let src = recipes::resolve(std::path::Path::new(&name))?;
+        let src = recipes::resolve(std::path::Path::new(&name))
+            .map_err(|e| format!("configs show {e}"))?;
         print!("{}", src.text()?);
         return Ok(());
     }
@@ -905,8 +993,9 @@ fn run_bench(
 ) -> Result<(), String> {
     use statten::bench::{self, LifForm};
     println!(
-        "threads {} (CPU backends)\n{:<28} {:<8} {:>12} {:>12}",
+        "threads {} (CPU backends), conv {} (flex)\n{:<28} {:<8} {:>12} {:>12}",
         rayon::current_num_threads(),
+        statten_core::conv::algorithm::current(),
         "workload",
         "device",
         "median ms",
@@ -1001,8 +1090,13 @@ fn run_bench_train(
         } else {
             format!(" [{}]", sets.join(", "))
         };
+        let conv = if dev_name.is_flex() {
+            format!(", conv {}", statten_core::conv::algorithm::current())
+        } else {
+            String::new()
+        };
         println!(
-            "train {preset}{overrides} T={} batch {batch} on {dev_name} ({} CPU threads): \
+            "train {preset}{overrides} T={} batch {batch} on {dev_name} ({} CPU threads{conv}): \
              {med:.1} ms/step (min {min:.1}), {:.1} images/s, {memory}, mean firing rate {:.3}",
             cfg.time_steps,
             rayon::current_num_threads(),
@@ -1058,19 +1152,30 @@ fn run_bench_allreduce(
 fn main() -> ExitCode {
     statten::threads::tune_allocator();
     let cli = Cli::parse();
+    if let Err(e) = statten_core::conv::algorithm::from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Parity {
             fixture,
             device,
             relax_sps_ties,
+            conv_algorithm,
         } => {
             let dev = device.device();
             let opts = ParityOptions { relax_sps_ties };
+            let alg = conv_algorithm.unwrap_or_else(statten_core::conv::algorithm::current);
             let mut ok = true;
             for dir in fixture {
-                match run_parity(&dir, &dev, &opts) {
+                match with_algorithm(alg, || run_parity(&dir, &dev, &opts)) {
                     Ok(report) => {
-                        println!("fixture {} on {device}", report.fixture);
+                        let conv = if device.is_flex() {
+                            format!(" (conv {alg})")
+                        } else {
+                            String::new()
+                        };
+                        println!("fixture {} on {device}{conv}", report.fixture);
                         for g in &report.groups {
                             println!("  {g}");
                         }
@@ -1099,7 +1204,9 @@ fn main() -> ExitCode {
             sets,
             allreduce,
             threads,
+            conv_algorithm,
         } => {
+            let alg = conv_algorithm.unwrap_or_else(statten_core::conv::algorithm::current);
             if let Err(e) = statten::threads::configure(threads) {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
@@ -1120,7 +1227,9 @@ fn main() -> ExitCode {
             let batch = batch as usize;
             match train {
                 Some(preset) => {
-                    match run_bench_train(&device, &preset, &sets, iters, warmup, batch) {
+                    match with_algorithm(alg, || {
+                        run_bench_train(&device, &preset, &sets, iters, warmup, batch)
+                    }) {
                         Ok(()) => ExitCode::SUCCESS,
                         Err(e) => {
                             eprintln!("error: {e}");
@@ -1128,13 +1237,15 @@ fn main() -> ExitCode {
                         }
                     }
                 }
-                None => match run_bench(&device, iters, warmup, batch, &only) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
+                None => {
+                    match with_algorithm(alg, || run_bench(&device, iters, warmup, batch, &only)) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            ExitCode::FAILURE
+                        }
                     }
-                },
+                }
             }
         }
         Command::Train {
@@ -1203,6 +1314,7 @@ fn main() -> ExitCode {
             sets,
             device,
             data_dir,
+            max_batches,
             threads,
         } => match statten::threads::configure(threads).and_then(|_| {
             run_eval(EvalArgs {
@@ -1213,6 +1325,7 @@ fn main() -> ExitCode {
                 sets,
                 device,
                 data_dir,
+                max_batches,
             })
         }) {
             Ok(()) => ExitCode::SUCCESS,

@@ -85,7 +85,7 @@ pub fn resolve(arg: &Path) -> Result<ConfigSource, String> {
         .map(|c| format!(" (did you mean `{c}`?)"))
         .unwrap_or_default();
     Err(format!(
-        "--config {s}: no such file and no recipe of that name{hint}; `statten configs` lists \
+        "`{s}`: no such file and no recipe of that name{hint}; `statten configs` lists \
          the recipes"
     ))
 }

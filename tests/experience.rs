@@ -152,11 +152,14 @@ fn a_run_logs_steps_evaluates_by_split_and_plots_with_another() {
         assert!(loss.is_finite() && loss > 0.0, "{r:?}");
         assert!(r[6].ends_with('Z') && r[6].len() == 20, "{r:?}");
     }
-    // summary.csv: epoch 0 has empty eval cells, both a finished_at timestamp.
+    // summary.csv: the first epoch has empty eval cells, both a finished_at timestamp.
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     let lines: Vec<Vec<&str>> = summary.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(lines[0][9], "finished_at");
     assert_eq!(&lines[1][3..6], &["", "", ""], "{summary}");
+    // Epochs are numbered from 1, as on the console ("epoch 1/2"), in every file.
+    assert_eq!((lines[1][0], lines[2][0]), ("1", "2"), "{summary}");
+    assert_eq!(rows[0][1], "1", "{steps}");
     assert!(lines[2][4].parse::<f64>().unwrap() > 0.0, "{summary}");
     assert!(lines[1][9].starts_with("20") && lines[2][9].ends_with('Z'));
 

@@ -135,6 +135,11 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
         e.contains("another config") && e.contains("--allow-config-change"),
         "{e}"
     );
+    // The error names what differs, with both values.
+    assert!(
+        e.contains("optimizer.lr: 0.003 in the checkpoint, 0.001 now"),
+        "{e}"
+    );
     // Even when allowed, another optimizer's state does not load into this one.
     let sgd = cfg(&["optimizer.kind=\"sgd\"", "optimizer.momentum=0.9"]);
     let e = run(
@@ -209,7 +214,7 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
         .filter(|v| v.get("event").is_none())
         .map(|v| v["epoch"].as_u64().unwrap())
         .collect();
-    assert_eq!(epochs, vec![0, 1], "{text}");
+    assert_eq!(epochs, vec![1, 2], "epochs numbered from 1: {text}");
 
     // Mid-epoch checkpoints every 3 steps: the run is unchanged by writing them, and resuming
     // from the last one written in epoch 1 (batch 6) gives the same run again.
@@ -326,6 +331,30 @@ fn truncated_or_corrupted_checkpoints_are_errors_naming_the_file() {
         rng ^= rng << 17;
         rng
     };
+    // Which fault, said plainly: not found, truncated (at byte N of M), not a checkpoint.
+    let load_err = |path: &Path| {
+        let mut model = model_cfg.init(&device).unwrap();
+        let mut opt = statten_train::optim::Optimizer::new(&c.optimizer);
+        statten_train::checkpoint::load(path, &mut model, Some(&mut opt), &device)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = load_err(&out.join("missing.safetensors"));
+    assert!(e.contains("missing.safetensors: not found"), "{e}");
+    for cut in [good.len() / 2, good.len() - 1, 100] {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        let e = load_err(&bad);
+        assert!(
+            e.contains(&format!("truncated at byte {cut} of")),
+            "cut at {cut}: {e}"
+        );
+        if cut > 100 {
+            assert!(e.contains(&format!("of {}", good.len())), "{e}");
+        }
+    }
+    std::fs::write(&bad, b"not a checkpoint at all, just some text").unwrap();
+    let e = load_err(&bad);
+    assert!(e.contains("not a statten checkpoint"), "{e}");
     let mut cases = 0;
     for i in 0..160 {
         let mut bytes = good.clone();
@@ -395,14 +424,6 @@ fn wait_for_mid_epoch_checkpoint(child: &mut std::process::Child, out: &Path) {
     }
 }
 
-fn summary_metrics(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out.join("summary.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
-        .collect()
-}
-
 #[cfg(unix)]
 #[test]
 fn sigterm_and_kill_9_mid_epoch_resume_to_the_uninterrupted_run() {
@@ -423,7 +444,7 @@ fn sigterm_and_kill_9_mid_epoch_resume_to_the_uninterrupted_run() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    let want = summary_metrics(&reference);
+    let want = common::summary_metrics(&reference);
     assert_eq!(want.len(), 3);
 
     // SIGTERM: the current step finishes, a checkpoint is written, exit status 143.
@@ -449,7 +470,11 @@ fn sigterm_and_kill_9_mid_epoch_resume_to_the_uninterrupted_run() {
             .unwrap();
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
-    assert_eq!(summary_metrics(&out), want, "SIGTERM + resume differs");
+    assert_eq!(
+        common::summary_metrics(&out),
+        want,
+        "SIGTERM + resume differs"
+    );
 
     // kill -9 after a mid-epoch checkpoint: resume continues from that step.
     let out = dir.join("kill");
@@ -467,7 +492,11 @@ fn sigterm_and_kill_9_mid_epoch_resume_to_the_uninterrupted_run() {
         meta.epochs_done + 1,
         meta.batches_done
     );
-    assert_eq!(summary_metrics(&out), want, "kill -9 + resume differs");
+    assert_eq!(
+        common::summary_metrics(&out),
+        want,
+        "kill -9 + resume differs"
+    );
 }
 
 /// A binary PPM (P6) image of `w × h` pixels, colour from `seed`.

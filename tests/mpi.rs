@@ -131,11 +131,20 @@ fn two_ranks_train_as_one_process_with_two_devices_and_resume_exactly() {
     check(c);
     assert_same(&rows(&ranks), &want);
 
-    // Two ranks stopped after the first epoch (train.epochs = 1, the schedule unchanged), then
-    // resumed for the second: the same as the uninterrupted run.
+    // Two ranks stopped after the first epoch (train.epochs = 1, the schedule unchanged: said
+    // explicitly), then resumed for the second: the same as the uninterrupted run.
     let resumed = dir.join("resumed");
     let mut c = mpirun();
-    c.args(train_args(&cfg, &resumed, &["--set", "train.epochs=1"]));
+    c.args(train_args(
+        &cfg,
+        &resumed,
+        &[
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "schedule.fit_to_run=false",
+        ],
+    ));
     check(c);
     assert_eq!(rows(&resumed).len(), 1);
     let mut c = mpirun();
@@ -145,6 +154,8 @@ fn two_ranks_train_as_one_process_with_two_devices_and_resume_exactly() {
         &[
             "--set",
             "train.epochs=2",
+            "--set",
+            "schedule.fit_to_run=false",
             "--resume",
             "--allow-config-change",
         ],

@@ -110,3 +110,13 @@ pub fn scratch_dir(what: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A run's `summary.csv` rows without the timing columns (images/s, seconds, finished_at): the
+/// numbers two runs that should agree must share.
+pub fn summary_metrics(out: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("summary.csv"))
+        .unwrap_or_else(|e| panic!("{}: {e}", out.join("summary.csv").display()))
+        .lines()
+        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+        .collect()
+}

@@ -98,8 +98,10 @@ impl std::str::FromStr for DatasetName {
     }
 }
 
-/// The `[data]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The `[data]` table. It serialises the settings its dataset uses (a Fashion-MNIST config
+/// has no image-pipeline or event-frame keys); [`DataConfig::from_table`] fills the others from
+/// the dataset's defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Which dataset.
@@ -142,6 +144,78 @@ pub struct DataConfig {
     pub train_limit: usize,
     /// Use only the first N test samples (0 = all).
     pub test_limit: usize,
+}
+
+/// [`DataConfig`] as written: every setting its dataset uses (all of them with `all`).
+#[derive(Serialize)]
+struct DataOut<'a> {
+    dataset: DatasetName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<&'a PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transform: Option<&'a ImageTransformConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mnist: Option<&'a MnistTransform>,
+    mixup: &'a MixupConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    split_by: Option<&'a SplitBy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frame_size: Option<&'a (usize, usize)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frame_interp: Option<&'a Interp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_empty_windows: Option<&'a bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dvs_split: Option<&'a DvsSplit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_aug: Option<&'a EventAugConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_dir: Option<&'a PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class_list: Option<&'a PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_labels: Option<&'a PathBuf>,
+    workers: usize,
+    on_error: OnError,
+    train_limit: usize,
+    test_limit: usize,
+}
+
+impl<'a> DataOut<'a> {
+    fn of(d: &'a DataConfig, all: bool) -> Self {
+        use DatasetName as D;
+        let images = all || matches!(d.dataset, D::Cifar10 | D::Cifar100 | D::Imagenet);
+        let digits = all || matches!(d.dataset, D::FashionMnist | D::Mnist);
+        let events = all || d.dataset.is_events();
+        let dvs = all || d.dataset == D::Cifar10Dvs;
+        let caltech = all || d.dataset == D::Ncaltech101;
+        Self {
+            dataset: d.dataset,
+            root: d.root.as_ref(),
+            transform: images.then_some(&d.transform),
+            mnist: digits.then_some(&d.mnist),
+            mixup: &d.mixup,
+            split_by: events.then_some(&d.split_by),
+            frame_size: events.then_some(&d.frame_size),
+            frame_interp: events.then_some(&d.frame_interp),
+            allow_empty_windows: events.then_some(&d.allow_empty_windows),
+            dvs_split: dvs.then_some(&d.dvs_split),
+            event_aug: caltech.then_some(&d.event_aug),
+            cache_dir: d.cache_dir.as_ref().filter(|_| events),
+            class_list: d.class_list.as_ref(),
+            val_labels: d.val_labels.as_ref(),
+            workers: d.workers,
+            on_error: d.on_error,
+            train_limit: d.train_limit,
+            test_limit: d.test_limit,
+        }
+    }
+}
+
+impl Serialize for DataConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        DataOut::of(self, false).serialize(s)
+    }
 }
 
 impl DataConfig {
@@ -239,7 +313,9 @@ impl DataConfig {
                 ))
             }
         };
-        let base = toml::Table::try_from(Self::defaults(name)).map_err(|e| e.to_string())?;
+        let defaults = Self::defaults(name);
+        let base =
+            toml::Table::try_from(DataOut::of(&defaults, true)).map_err(|e| e.to_string())?;
         let merged = merge_checked(base, table, "data")?;
         toml::Value::Table(merged)
             .try_into()
@@ -260,6 +336,14 @@ impl DataConfig {
     /// The dataset folder: `root`, or the system folder for Fashion-MNIST.
     pub fn resolved_root(&self) -> Result<PathBuf> {
         match (&self.root, self.dataset) {
+            (Some(r), _) if r.is_file() => Err(DataError::new(
+                r,
+                format!(
+                    "a file, not a folder: point --data-dir (data.root) at the folder that holds \
+                     the {:?} files",
+                    self.dataset
+                ),
+            )),
             (Some(r), _) => Ok(r.clone()),
             (None, DatasetName::FashionMnist) => {
                 Ok(PathBuf::from(crate::mnist::FASHION_MNIST_SYSTEM_DIR))
@@ -305,7 +389,8 @@ impl DataConfig {
         let root = self.resolved_root()?;
         let train = augment;
         let not_found = |e: DataError| {
-            if e.message.contains("not found") {
+            // A reader that already said how to get the data is not told again.
+            if e.message.contains("not found") && !e.message.contains("install") {
                 DataError::new(
                     &e.path,
                     format!("{} — {}", e.message, self.dataset.download_hint()),
@@ -451,7 +536,12 @@ pub fn merge_checked(
                 let merged = merge_checked(dst.clone(), src, &format!("{path}.{k}"))?;
                 *dst = merged;
             }
-            (Some(dst), v) => *dst = v.clone(),
+            (Some(dst), v) => {
+                if let Some(want) = mistyped(dst, v) {
+                    return Err(format!("{path}.{k} = {v}: expected {want}"));
+                }
+                *dst = v.clone()
+            }
             (None, v) if OPTIONAL_KEYS.contains(&k.as_str()) => {
                 base.insert(k.clone(), v.clone());
             }
@@ -469,6 +559,24 @@ pub fn merge_checked(
         }
     }
     Ok(base)
+}
+
+/// What `default`'s kind of value is, when `given` is of another kind (an integer where a
+/// number is expected is fine), for an error naming the key.
+fn mistyped(default: &toml::Value, given: &toml::Value) -> Option<&'static str> {
+    use toml::Value as V;
+    let want = match default {
+        V::String(_) => "a string",
+        V::Integer(_) => "an integer",
+        V::Float(_) => "a number",
+        V::Boolean(_) => "true or false",
+        V::Array(_) => "a list",
+        V::Table(_) => "a table",
+        V::Datetime(_) => return None,
+    };
+    let same = std::mem::discriminant(default) == std::mem::discriminant(given)
+        || matches!((default, given), (V::Float(_), V::Integer(_)));
+    (!same).then_some(want)
 }
 
 /// A short description of a dataset folder for `statten data inspect`.

@@ -325,14 +325,60 @@ pub fn read_meta(path: &Path) -> crate::error::Result<CheckpointMeta> {
 
 fn read_meta_text(path: &Path) -> Result<CheckpointMeta, String> {
     use std::io::Read;
-    let err = |e: std::io::Error| format!("{}: cannot read checkpoint: {e}", path.display());
+    let shown = path.display();
+    let err = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{shown}: not found"),
+        _ => format!("{shown}: cannot read checkpoint: {e}"),
+    };
     let mut f = std::fs::File::open(path).map_err(err)?;
+    let meta = f.metadata().map_err(err)?;
+    if meta.is_dir() {
+        return Err(format!("{shown}: a folder, not a checkpoint file"));
+    }
+    let size = meta.len();
+    let not = |why: String| {
+        format!(
+            "{shown}: not a statten checkpoint ({why}; reference weights, .pth or .safetensors, \
+             need --config)"
+        )
+    };
+    if size < 8 {
+        return Err(not(format!(
+            "{size} bytes, shorter than a safetensors header"
+        )));
+    }
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(err)?;
-    let n = u64::from_le_bytes(len).min(100_000_000) as usize;
+    let n = u64::from_le_bytes(len);
+    if n == 0 || n > 100_000_000 {
+        return Err(not("no safetensors header".into()));
+    }
+    if 8 + n > size {
+        return Err(format!(
+            "{shown}: truncated at byte {size} of at least {} (its header alone is {n} bytes)",
+            8 + n
+        ));
+    }
     let mut head = len.to_vec();
-    head.resize(8 + n, 0);
+    head.resize(8 + n as usize, 0);
     f.read_exact(&mut head[8..]).map_err(err)?;
+    if head[8] != b'{' {
+        return Err(not("no safetensors header".into()));
+    }
+    // The tensors end where the header's largest data offset says: a shorter file lost them.
+    if let Ok(header) = serde_json::from_slice::<serde_json::Value>(&head[8..]) {
+        let end = header
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v["data_offsets"][1].as_u64())
+            .max()
+            .unwrap_or(0);
+        let want = 8 + n + end;
+        if size < want {
+            return Err(format!("{shown}: truncated at byte {size} of {want}"));
+        }
+    }
     meta_of(&head, path)
 }
 
@@ -370,6 +416,8 @@ fn load_text<M: Module + ModuleSnapshot>(
     opt: Option<&mut Optimizer>,
     device: &Device,
 ) -> Result<CheckpointMeta, String> {
+    // Not found, truncated, or not a checkpoint: said before the whole file is read.
+    read_meta_text(path)?;
     let bytes = std::fs::read(path)
         .map_err(|e| format!("{}: cannot read checkpoint: {e}", path.display()))?;
     let meta = meta_of(&bytes, path)?;

@@ -8,6 +8,7 @@
 //! into the run directory as `config.toml`.
 
 use serde::{Deserialize, Serialize};
+use statten_core::conv::ConvAlgorithm;
 use statten_core::models::ModelConfig;
 use statten_data::config::{closest, merge_checked, DataConfig};
 use statten_data::mixup::MixupConfig;
@@ -60,7 +61,10 @@ impl Default for LossConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Epochs to run; 0 = the schedule's `epochs + cooldown_epochs`.
+    /// The run's length in epochs (0 = the schedule's `epochs + cooldown_epochs`). When set,
+    /// the learning-rate schedule is fitted to it (`schedule.epochs = train.epochs −
+    /// schedule.cooldown_epochs`; no cooldown where the run is not longer than it) unless
+    /// `schedule.fit_to_run = false`.
     pub epochs: usize,
     /// The **global** batch: samples per optimizer step, whatever the hardware. With
     /// `devices` (and MPI ranks) each device takes a contiguous share of it (shares differ by
@@ -104,6 +108,11 @@ pub struct TrainConfig {
     /// Append a row to `steps.csv` every this many optimizer steps (mean loss of those steps,
     /// learning rate, images/s); 0 = no per-step log.
     pub log_every: usize,
+    /// The CPU convolutions' kernels: `exact` (the default: every output within rounding of the
+    /// reference's sum, exact zeros kept), `winograd` (faster 3×3 gradients, **not
+    /// reference-exact**) or `float64` (every sum in float64, for checks; slow). See
+    /// `statten_core::conv::ConvAlgorithm`; other devices have one path whatever this says.
+    pub conv_algorithm: ConvAlgorithm,
 }
 
 impl TrainConfig {
@@ -135,6 +144,7 @@ impl Default for TrainConfig {
             max_batches: 0,
             plot: true,
             log_every: 20,
+            conv_algorithm: ConvAlgorithm::Exact,
         }
     }
 }
@@ -281,7 +291,7 @@ impl RunConfig {
             Some(_) => return Err("`data` must be a table".into()),
             None => return Err("missing [data] table (e.g. dataset = \"cifar10\")".into()),
         };
-        let cfg = RunConfig {
+        let mut cfg = RunConfig {
             model,
             data,
             optimizer: section(OptimizerConfig::default(), raw, "optimizer")?,
@@ -289,6 +299,15 @@ impl RunConfig {
             loss: section(LossConfig::default(), raw, "loss")?,
             train: section(TrainConfig::default(), raw, "train")?,
         };
+        // One setting for the run's length: `train.epochs` (when set) fits the schedule, its
+        // cooldown kept where the run is longer than the cooldown (else the cosine takes it all).
+        let (epochs, cooldown) = (cfg.train.epochs, cfg.schedule.cooldown_epochs);
+        if epochs > 0 && cfg.schedule.fit_to_run {
+            if epochs <= cooldown {
+                cfg.schedule.cooldown_epochs = 0;
+            }
+            cfg.schedule.epochs = epochs - cfg.schedule.cooldown_epochs;
+        }
         cfg.validate_text()?;
         Ok(cfg)
     }
@@ -393,8 +412,68 @@ impl RunConfig {
         if self.loss_kind() == LossKind::Tet && !m.tet {
             return Err("loss.kind = \"tet\" needs model.tet = true (per-timestep logits)".into());
         }
+        // Every number in the config is finite (TOML has `nan` and `inf`).
+        if let Ok(table) = toml::Value::try_from(self) {
+            non_finite("", &table)?;
+        }
         if self.optimizer.lr <= 0.0 {
-            return Err("optimizer.lr must be positive".into());
+            return Err(format!(
+                "optimizer.lr = {}: must be positive",
+                self.optimizer.lr
+            ));
+        }
+        let o = &self.optimizer;
+        let unit = |v: f64| (0.0..1.0).contains(&v);
+        let ranges: [(&str, f64, bool, &str); 9] = [
+            (
+                "optimizer.weight_decay",
+                o.weight_decay,
+                o.weight_decay >= 0.0,
+                "≥ 0",
+            ),
+            (
+                "optimizer.betas[0]",
+                o.betas.0,
+                unit(o.betas.0),
+                "in [0, 1)",
+            ),
+            (
+                "optimizer.betas[1]",
+                o.betas.1,
+                unit(o.betas.1),
+                "in [0, 1)",
+            ),
+            ("optimizer.eps", o.eps, o.eps >= 0.0, "≥ 0"),
+            ("optimizer.momentum", o.momentum, o.momentum >= 0.0, "≥ 0"),
+            (
+                "optimizer.clip_grad",
+                o.clip_grad,
+                o.clip_grad >= 0.0,
+                "≥ 0 (0 = off)",
+            ),
+            (
+                "schedule.min_lr",
+                self.schedule.min_lr,
+                self.schedule.min_lr >= 0.0,
+                "≥ 0",
+            ),
+            (
+                "schedule.warmup_lr",
+                self.schedule.warmup_lr,
+                self.schedule.warmup_lr >= 0.0,
+                "≥ 0",
+            ),
+            (
+                "loss.label_smoothing",
+                self.loss.label_smoothing,
+                unit(self.loss.label_smoothing),
+                "in [0, 1)",
+            ),
+        ];
+        for (key, v, ok, want) in ranges {
+            if !ok {
+                return Err(format!("{key} = {v}: must be {want}"));
+            }
         }
         let minutes = self.train.checkpoint_every_minutes;
         if !(minutes.is_finite() && minutes >= 0.0) {
@@ -404,6 +483,78 @@ impl RunConfig {
         }
         Ok(())
     }
+}
+
+/// The first float under `v` (a table of the config; `key` its path) that is NaN or infinite,
+/// as an error naming its key.
+fn non_finite(key: &str, v: &toml::Value) -> Result<(), String> {
+    match v {
+        toml::Value::Float(f) if !f.is_finite() => {
+            Err(format!("{key} = {f}: must be a finite number"))
+        }
+        toml::Value::Table(t) => t.iter().try_for_each(|(k, v)| {
+            let sub = if key.is_empty() {
+                k.clone()
+            } else {
+                format!("{key}.{k}")
+            };
+            non_finite(&sub, v)
+        }),
+        toml::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| non_finite(&format!("{key}[{i}]"), v)),
+        _ => Ok(()),
+    }
+}
+
+/// Every key whose value differs between `before` and `after`, as `key: A before, B after`
+/// with `names = ("before", "after")` (e.g. `train.epochs: 1 in the checkpoint, 2 now`),
+/// sorted by key.
+pub fn config_differences(
+    before: &RunConfig,
+    after: &RunConfig,
+    names: (&str, &str),
+) -> Vec<String> {
+    fn flatten(
+        prefix: &str,
+        v: &toml::Value,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let table = |c: &RunConfig| {
+        let mut out = std::collections::BTreeMap::new();
+        if let Ok(t) = toml::Value::try_from(c) {
+            flatten("", &t, &mut out);
+        }
+        out
+    };
+    let (a, b) = (table(before), table(after));
+    let absent = "(absent)".to_string();
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (a.get(k).unwrap_or(&absent), b.get(k).unwrap_or(&absent));
+            (x != y).then(|| format!("{k}: {x} {}, {y} {}", names.0, names.1))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -425,6 +576,49 @@ mod tests {
         assert_eq!(c.loss_kind(), LossKind::SoftTarget);
         // The resolved config parses back to itself.
         assert_eq!(RunConfig::parse(&c.to_toml(), &[]).unwrap(), c);
+    }
+
+    /// `train.epochs` is the run's length and the schedule's, unless `schedule.fit_to_run` is
+    /// off; the fit survives a round trip through the written config.
+    #[test]
+    fn train_epochs_fit_the_schedule() {
+        let c = RunConfig::parse(CIFAR, &["train.epochs=30".into()]).unwrap();
+        assert_eq!(
+            (c.total_epochs(), c.schedule.epochs),
+            (30, 20),
+            "cooldown 10"
+        );
+        assert_eq!(RunConfig::parse(&c.to_toml(), &[]).unwrap(), c);
+        let c = RunConfig::parse(
+            CIFAR,
+            &["train.epochs=30".into(), "schedule.fit_to_run=false".into()],
+        )
+        .unwrap();
+        assert_eq!((c.total_epochs(), c.schedule.epochs), (30, 200));
+        // A run no longer than the cooldown: the cosine takes the whole run.
+        let c = RunConfig::parse(CIFAR, &["train.epochs=1".into()]).unwrap();
+        let s = c.schedule;
+        assert_eq!((c.total_epochs(), s.epochs, s.cooldown_epochs), (1, 1, 0));
+        // Left at 0, the recipe's schedule sets the length.
+        assert_eq!(RunConfig::parse(CIFAR, &[]).unwrap().total_epochs(), 210);
+    }
+
+    #[test]
+    fn differences_name_keys_and_both_values() {
+        let a = RunConfig::parse(CIFAR, &[]).unwrap();
+        let b = RunConfig::parse(
+            CIFAR,
+            &["optimizer.lr=1e-3".into(), "train.batch_size=32".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            config_differences(&a, &b, ("before", "after")),
+            [
+                "optimizer.lr: 0.0003 before, 0.001 after",
+                "train.batch_size: 64 before, 32 after"
+            ]
+        );
+        assert!(config_differences(&a, &a, ("x", "y")).is_empty());
     }
 
     #[test]

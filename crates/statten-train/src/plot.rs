@@ -104,13 +104,17 @@ impl Curves {
             };
             let epoch = get(0)
                 .ok_or_else(|| format!("{}: line {}: no epoch number", path.display(), i + 2))?;
-            c.epoch.push(epoch + 1.0);
+            c.epoch.push(epoch);
             c.train_loss.push(get(1));
             c.eval_loss.push(get(2));
             c.train_top1.push(get(3));
             c.eval_top1.push(get(4));
             c.eval_top5.push(get(5));
             c.lr.push(get(6));
+        }
+        // Runs written before epochs were numbered from 1 in summary.csv start at 0.
+        if c.epoch.first() == Some(&0.0) {
+            c.epoch.iter_mut().for_each(|e| *e += 1.0);
         }
         Ok(c)
     }

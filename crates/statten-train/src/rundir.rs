@@ -3,6 +3,7 @@
 //! ```text
 //! RUN/config.toml              the resolved config
 //! RUN/summary.csv              one row per epoch (empty cells where an epoch was not evaluated)
+//!                              epochs are numbered from 1 in every file, as on the console
 //! RUN/steps.csv                one row every `train.log_every` optimizer steps
 //! RUN/metrics.jsonl            one JSON line per epoch (and per eval: the energy figure)
 //! RUN/energy.json              the last eval's energy report
@@ -11,8 +12,8 @@
 //! RUN/checkpoints/last.safetensors, best.safetensors, epoch_NNNN.safetensors
 //! ```
 //!
-//! A directory that already holds a run (its config, metrics or last checkpoint) is only
-//! written into when the run resumes it or when it is explicitly overwritten.
+//! A directory that already holds a run (a checkpoint or metrics) is only written into when the
+//! run resumes it or when it is explicitly overwritten.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,10 +57,18 @@ impl RunDir {
         Self { root: root.into() }
     }
 
-    /// Whether `root` already holds a run (a config, metrics or last checkpoint).
+    /// Whether `root` already holds a run: a checkpoint, or metrics (`metrics.jsonl`,
+    /// `summary.csv` or `steps.csv` with content). A folder that holds only the `config.toml`
+    /// of a run that failed before its first step was logged is not a run to protect: a new
+    /// run takes it over.
     pub fn holds_run(root: &Path) -> bool {
         let d = Self::at(root);
-        d.config().exists() || d.metrics().exists() || d.last_checkpoint().exists()
+        let written = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
+        let checkpoint = std::fs::read_dir(d.checkpoints()).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        });
+        checkpoint || written(d.metrics()) || written(d.summary()) || written(d.steps())
     }
 
     /// Create the directory (and `checkpoints/`) for a run, applying `existing` to one that
@@ -208,7 +217,7 @@ impl RunDir {
         for r in history {
             s += &format!(
                 "{},{},{},{},{},{},{:.8e},{},{},{}\n",
-                r.epoch,
+                r.epoch + 1,
                 cell(r.train_loss, 6),
                 cell(r.train_top1, 4),
                 cell(r.eval_loss, 6),
@@ -281,7 +290,7 @@ impl RunDir {
         atomic_write(&self.energy(), json.as_bytes())?;
         self.append_metric(&serde_json::json!({
             "event": "energy",
-            "epoch": epoch,
+            "epoch": epoch + 1,
             "energy_mj": rep.energy_mj,
             "mean_firing_rate": rep.mean_rate,
             "sops": rep.sops,
@@ -290,10 +299,16 @@ impl RunDir {
 
     /// Append an epoch's record to `metrics.jsonl`.
     pub fn append_epoch(&self, rec: &EpochRecord) -> Result<()> {
-        self.append_metric(
-            &serde_json::to_value(rec)
-                .map_err(|e| Error::run_dir(self.root.clone(), e.to_string()))?,
-        )
+        self.append_metric(&self.metric_of(rec)?)
+    }
+
+    /// An epoch's `metrics.jsonl` line: its record, the epoch numbered from 1 as on the console
+    /// and in `summary.csv` and `steps.csv`.
+    fn metric_of(&self, rec: &EpochRecord) -> Result<serde_json::Value> {
+        let mut v = serde_json::to_value(rec)
+            .map_err(|e| Error::run_dir(self.root.clone(), e.to_string()))?;
+        v["epoch"] = serde_json::json!(rec.epoch + 1);
+        Ok(v)
     }
 
     fn append_metric(&self, v: &serde_json::Value) -> Result<()> {
@@ -324,12 +339,11 @@ impl RunDir {
         }
         let mut s = String::new();
         for r in history {
-            if let Some(l) = energy.get(&(r.epoch as u64)) {
+            if let Some(l) = energy.get(&(r.epoch as u64 + 1)) {
                 s += l;
                 s.push('\n');
             }
-            s += &serde_json::to_string(r)
-                .map_err(|e| Error::run_dir(self.root.clone(), e.to_string()))?;
+            s += &self.metric_of(r)?.to_string();
             s.push('\n');
         }
         atomic_write(&path, s.as_bytes())
@@ -393,7 +407,7 @@ impl StepRecord {
         format!(
             "{},{},{},{loss},{:.8e},{:.2},{}",
             self.step,
-            self.epoch,
+            self.epoch + 1,
             self.batch,
             self.lr,
             self.images_per_s,
@@ -479,13 +493,34 @@ mod tests {
         );
     }
 
+    /// A run that failed before it logged anything (its config.toml and an empty checkpoints/)
+    /// does not block its folder; one with a checkpoint or metrics does.
+    #[test]
+    fn a_run_that_wrote_nothing_does_not_block_its_folder() {
+        let root = tmp("failed-early");
+        let d = RunDir::prepare(&root, Existing::Refuse).unwrap();
+        d.write_config("x = 1\n").unwrap();
+        assert!(!RunDir::holds_run(&root));
+        RunDir::prepare(&root, Existing::Refuse).expect("the folder is taken over");
+        std::fs::write(d.metrics(), b"").unwrap();
+        assert!(!RunDir::holds_run(&root), "an empty metrics file is no run");
+        std::fs::write(d.steps(), b"step\n1\n").unwrap();
+        assert!(RunDir::holds_run(&root));
+        std::fs::remove_file(d.steps()).unwrap();
+        std::fs::write(d.epoch_checkpoint(3), b"ck").unwrap();
+        assert!(
+            RunDir::holds_run(&root),
+            "an epoch checkpoint alone is a run"
+        );
+    }
+
     #[test]
     fn rewritten_metrics_hold_each_epoch_once_with_its_energy_line() {
         let d = RunDir::prepare(tmp("metrics"), Existing::Refuse).unwrap();
         // Epochs 0..3 were logged (and epoch 2 twice, as after an earlier crash), but the
         // checkpoint holds two epochs.
         for e in [0, 1, 2, 2] {
-            d.append_metric(&serde_json::json!({"event": "energy", "epoch": e}))
+            d.append_metric(&serde_json::json!({"event": "energy", "epoch": e + 1}))
                 .unwrap();
             d.append_epoch(&rec(e)).unwrap();
         }
@@ -497,8 +532,9 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert_eq!(lines[0]["event"], "energy");
-        assert_eq!(lines[1]["epoch"], 0);
-        assert_eq!(lines[3]["epoch"], 1);
+        assert_eq!(lines[0]["epoch"], 1, "numbered from 1, as on the console");
+        assert_eq!(lines[1]["epoch"], 1);
+        assert_eq!(lines[3]["epoch"], 2);
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct ScheduleConfig {
     pub cooldown_epochs: usize,
     /// Update the learning rate every iteration (fractional epoch) instead of every epoch.
     pub per_iteration: bool,
+    /// Fit the schedule to `train.epochs` when that is set: `epochs` becomes `train.epochs −
+    /// cooldown_epochs` (and the cooldown 0 where the run is not longer than it), so that one
+    /// setting is the run's length and the schedule's (as timm's `--epochs`). `false` keeps `epochs` as given while the run lasts `train.epochs` (ending
+    /// before the schedule does, or running on at `min_lr`); the dry run shows both.
+    pub fit_to_run: bool,
 }
 
 impl Default for ScheduleConfig {
@@ -31,6 +36,7 @@ impl Default for ScheduleConfig {
             min_lr: 1e-5,
             cooldown_epochs: 10,
             per_iteration: false,
+            fit_to_run: true,
         }
     }
 }

@@ -124,8 +124,23 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
         return Ok(());
     }
     let d = device.clone();
+    // The runtime's own threads may fail first (no such adapter) and the probe then sees only
+    // a closed channel: every panic during the probe is recorded, and the first that is not a
+    // channel's is the cause.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    let record = seen.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the runtime panicked".into());
+        if let Ok(mut v) = record.lock() {
+            v.push(msg);
+        }
+    }));
     let r = std::panic::catch_unwind(move || {
         let t: Tensor<1> = Tensor::ones([4], &d);
         t.sum().into_scalar::<f32>()
@@ -137,11 +152,13 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
             "device `{name}`: a test sum gave {v}, not 4"
         ))),
         Err(p) => {
-            let why = p
+            let own = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the runtime panicked".into());
+            let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+            let why = root_cause(&seen).unwrap_or(own);
             Err(Error::Device(format!(
                 "device `{name}` is not available: {why}. Is there a GPU (or Mesa's lavapipe for \
                  software Vulkan) and the Vulkan loader? wgpu:N counts discrete GPUs; use \
@@ -149,6 +166,21 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
             )))
         }
     }
+}
+
+/// The first of `messages` (panics, in order) that is not a closed channel's: the cause, where
+/// a device's worker thread failed and the caller saw only its channel close.
+fn root_cause(messages: &[String]) -> Option<String> {
+    let channel = |m: &String| {
+        ["RecvError", "SendError", "channel closed", "disconnected"]
+            .iter()
+            .any(|c| m.contains(c))
+    };
+    messages
+        .iter()
+        .find(|m| !channel(m))
+        .or(messages.first())
+        .cloned()
 }
 
 /// Options of a run that are not part of the config.
@@ -210,6 +242,8 @@ pub struct EvalResult {
     pub top1: f64,
     /// Top-5 (%).
     pub top5: f64,
+    /// Images evaluated.
+    pub images: usize,
     /// Firing statistics.
     pub rates: RateAccumulator,
 }
@@ -334,6 +368,7 @@ pub fn evaluate_sharded(
         loss: loss.get(),
         top1: pct(c1),
         top5: pct(c5),
+        images: n,
         rates,
     })
 }
@@ -531,16 +566,19 @@ fn share_grads(
             &owned
         };
         let sp = soft.map(|s| &s[a * k..e * k]);
-        let (l, c, g) = step_grads(
-            replica,
-            part,
-            &labels[a..e],
-            sp,
-            cfg,
-            loss_kind,
-            device,
-            (e - a) as f64 / n as f64,
-        )?;
+        // On this thread (a device's replica runs on its own): the forward and the backward.
+        let (l, c, g) = statten_core::conv::with_algorithm(cfg.train.conv_algorithm, || {
+            step_grads(
+                replica,
+                part,
+                &labels[a..e],
+                sp,
+                cfg,
+                loss_kind,
+                device,
+                (e - a) as f64 / n as f64,
+            )
+        })?;
         add_grads(replica, &mut total, g);
         loss += l;
         correct += c;
@@ -837,14 +875,22 @@ impl<'a> Trainer<'a> {
         };
         if let (Some(meta), Some(ck)) = (&resume_meta, &opts.resume) {
             // Compared as configs, not text: a key added since (at its default) is no change.
-            let same = meta.config == cfg.to_toml()
-                || RunConfig::parse(&meta.config, &[]).is_ok_and(|c| c == *cfg);
+            let theirs = RunConfig::parse(&meta.config, &[]);
+            let same = meta.config == cfg.to_toml() || theirs.as_ref().is_ok_and(|c| c == cfg);
             if !same && !opts.allow_config_change {
+                let what = match &theirs {
+                    Ok(old) => {
+                        crate::config::config_differences(old, cfg, ("in the checkpoint", "now"))
+                            .join("; ")
+                    }
+                    Err(e) => format!("its config does not parse with this statten: {e}"),
+                };
                 return Err(Error::checkpoint(
                     ck.clone(),
                     format!(
-                        "{} was written with another config (see its config.toml); resume with \
-                         the same config, or pass --allow-config-change to continue with this one",
+                        "{} was written with another config ({what}); resume with the same \
+                         config (the run's config.toml), or pass --allow-config-change to \
+                         continue with this one",
                         ck.display()
                     ),
                 ));
@@ -971,7 +1017,12 @@ impl<'a> Trainer<'a> {
     }
 
     /// Run the remaining epochs.
-    pub fn run(mut self) -> Result<RunSummary> {
+    pub fn run(self) -> Result<RunSummary> {
+        // Evaluation and the first device's steps run on this thread.
+        statten_core::conv::with_algorithm(self.cfg.train.conv_algorithm, || self.run_epochs())
+    }
+
+    fn run_epochs(mut self) -> Result<RunSummary> {
         let total = self.cfg.total_epochs();
         let mut stopped = None;
         for epoch in self.start.0..total {
@@ -1418,11 +1469,14 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
 }
 
 /// Evaluate a checkpoint (a statten checkpoint, or reference weights `.safetensors`/`.pth`) on
-/// `split` of the config's dataset (eval transforms), with a progress bar when `progress`.
+/// `split` of the config's dataset (eval transforms), the whole split or its first
+/// `max_batches` batches (0 = all; `train.max_batches` is a training setting and does not
+/// apply), with a progress bar when `progress`.
 pub fn eval_checkpoint(
     cfg: &RunConfig,
     ckpt: &Path,
     split: Split,
+    max_batches: usize,
     progress: bool,
 ) -> Result<(EvalResult, EnergyReport)> {
     let base = device_from_name(&cfg.train.device)?;
@@ -1450,16 +1504,18 @@ pub fn eval_checkpoint(
             ..Default::default()
         },
     );
-    let ev = evaluate_sharded(
-        &model,
-        &loader,
-        cfg.model.time_steps,
-        &base,
-        cfg.train.max_batches,
-        true,
-        None,
-        progress.then(|| format!("eval {name}")).as_deref(),
-    )?;
+    let ev = statten_core::conv::with_algorithm(cfg.train.conv_algorithm, || {
+        evaluate_sharded(
+            &model,
+            &loader,
+            cfg.model.time_steps,
+            &base,
+            max_batches,
+            true,
+            None,
+            progress.then(|| format!("eval {name}")).as_deref(),
+        )
+    })?;
     let rep = ev.rates.report(&cfg.model, 0);
     Ok((ev, rep))
 }

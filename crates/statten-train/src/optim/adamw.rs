@@ -182,4 +182,60 @@ mod tests {
         }
         assert_eq!(opt.num_tracked(), 2);
     }
+
+    /// A gradient element that is exactly zero moves its weight by the weight decay alone, to
+    /// the bit, on the first step and the next (as PyTorch's AdamW: `m = v = 0` there), while
+    /// a rounding residue of 1e-9 in its place moves it by about a tenth of the learning rate —
+    /// why the convolution kernels must keep exact zeros (`statten_core::conv::algorithm`).
+    #[test]
+    fn an_exactly_zero_gradient_moves_the_weight_by_decay_only() {
+        let dev = Device::flex().autodiff();
+        let lin: Linear = LinearConfig::new(2, 3).init(&dev);
+        let w0 = lin.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let (lr, wd) = (1e-3, 0.06);
+        let mut opt = AdamW::new(AdamWConfig {
+            weight_decay: wd,
+            ..AdamWConfig::default()
+        });
+        // Row 1 of W [in, out] gets zeros, except its last element a residue of 1e-9.
+        let grads_of = |lin: &Linear| {
+            let mut g = GradientsParams::new();
+            let t: Tensor<2> = Tensor::from_floats([[0.5, -0.25, 1.0], [0.0, 0.0, 1e-9]], &dev);
+            g.register::<2>(lin.weight.id, t);
+            g
+        };
+        let values = |lin: &Linear| lin.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let decay = (1.0 - lr * wd) as f32;
+        let grads = grads_of(&lin);
+        let lin = opt.step(lr, lin, grads);
+        let w1 = values(&lin);
+        for j in 0..2 {
+            assert_eq!(
+                w1[3 + j],
+                w0[3 + j] * decay,
+                "step 1, zero-gradient weight {j}"
+            );
+        }
+        let moved = (w1[5] as f64 - (w0[5] * decay) as f64).abs();
+        assert!(
+            moved > 0.09 * lr && moved < 0.11 * lr,
+            "a residue of 1e-9 moved its weight by {moved:e}, lr {lr:e}"
+        );
+        for j in 0..3 {
+            assert!(
+                (w1[j] - w0[j] * decay).abs() > 0.9 * lr as f32,
+                "weight {j} has a gradient"
+            );
+        }
+        let grads = grads_of(&lin);
+        let lin = opt.step(lr, lin, grads);
+        let w2 = values(&lin);
+        for j in 0..2 {
+            assert_eq!(
+                w2[3 + j],
+                w1[3 + j] * decay,
+                "step 2, zero-gradient weight {j}"
+            );
+        }
+    }
 }
