@@ -959,6 +959,16 @@ fn model_info(cfg: &ModelConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// `, conv ALGORITHM` on flex, where the CPU convolution kernels run (the algorithm this
+/// thread's convolutions use); nothing on other devices, whose convolutions have one path.
+fn conv_note(device: &DeviceName) -> String {
+    if device.is_flex() {
+        format!(", conv {}", statten_core::conv::algorithm::current())
+    } else {
+        String::new()
+    }
+}
+
 /// Median wall time of `iters` runs of `it` after `warmup` untimed ones; the first error the
 /// device reports ends the measurement.
 fn median_ms(it: &mut statten::bench::Iteration, warmup: u64, iters: u64) -> Result<f64, String> {
@@ -1090,16 +1100,12 @@ fn run_bench_train(
         } else {
             format!(" [{}]", sets.join(", "))
         };
-        let conv = if dev_name.is_flex() {
-            format!(", conv {}", statten_core::conv::algorithm::current())
-        } else {
-            String::new()
-        };
         println!(
-            "train {preset}{overrides} T={} batch {batch} on {dev_name} ({} CPU threads{conv}): \
+            "train {preset}{overrides} T={} batch {batch} on {dev_name} ({} CPU threads{}): \
              {med:.1} ms/step (min {min:.1}), {:.1} images/s, {memory}, mean firing rate {:.3}",
             cfg.time_steps,
             rayon::current_num_threads(),
+            conv_note(dev_name),
             batch as f64 / med * 1e3,
             rate.get(),
         );
@@ -1166,28 +1172,27 @@ fn main() -> ExitCode {
             let dev = device.device();
             let opts = ParityOptions { relax_sps_ties };
             let alg = conv_algorithm.unwrap_or_else(statten_core::conv::algorithm::current);
-            let mut ok = true;
-            for dir in fixture {
-                match with_algorithm(alg, || run_parity(&dir, &dev, &opts)) {
-                    Ok(report) => {
-                        let conv = if device.is_flex() {
-                            format!(" (conv {alg})")
-                        } else {
-                            String::new()
-                        };
-                        println!("fixture {} on {device}{conv}", report.fixture);
-                        for g in &report.groups {
-                            println!("  {g}");
+            let ok = with_algorithm(alg, || {
+                let mut ok = true;
+                for dir in fixture {
+                    match run_parity(&dir, &dev, &opts) {
+                        Ok(report) => {
+                            let note = conv_note(&device);
+                            println!("fixture {} on {device}{note}", report.fixture);
+                            for g in &report.groups {
+                                println!("  {g}");
+                            }
+                            println!("  => {}", if report.pass() { "PASS" } else { "FAIL" });
+                            ok &= report.pass();
                         }
-                        println!("  => {}", if report.pass() { "PASS" } else { "FAIL" });
-                        ok &= report.pass();
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ok = false;
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            ok = false;
+                        }
                     }
                 }
-            }
+                ok
+            });
             if ok {
                 ExitCode::SUCCESS
             } else {

@@ -287,6 +287,7 @@ fn compare(step: &Step, oracle: &Step) -> (Vec<usize>, f64, String) {
             .clone()
     };
     let (ours, theirs) = (rpe(step), rpe(oracle));
+    assert_eq!(ours.len(), theirs.len());
     let moved: Vec<usize> = zero
         .iter()
         .copied()
@@ -300,8 +301,10 @@ fn compare(step: &Step, oracle: &Step) -> (Vec<usize>, f64, String) {
             .cloned()
             .collect()
     };
-    for (a, b) in params(step).iter().zip(&params(oracle)) {
-        assert_eq!(a.name, b.name);
+    let (ps, po) = (params(step), params(oracle));
+    assert_eq!(ps.len(), po.len(), "the same parameters on both paths");
+    for (a, b) in ps.iter().zip(&po) {
+        assert_eq!((&a.name, a.values.len()), (&b.name, b.values.len()));
         // A bias followed by a training-mode BatchNorm has a gradient of exactly zero in exact
         // arithmetic, rounding noise in any float one; its update is noise (the fixtures
         // README, §5), so it is left out as there.

@@ -66,36 +66,27 @@ fn the_printed_resume_command_resumes() {
         "--set",
         "train.log_every=1",
     ];
+    // `statten train` of this test's run into `out`, with the overrides.
+    let run_args = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = ["train", "--quiet", "--threads", "1", "--config", &cfg]
+            .map(String::from)
+            .to_vec();
+        a.extend(["--output".to_string(), out.display().to_string()]);
+        a.extend(sets.map(String::from));
+        a
+    };
     let full = dir.join("full");
-    let mut args = vec![
-        "train",
-        "--quiet",
-        "--threads",
-        "1",
-        "--config",
-        &cfg,
-        "--output",
-    ];
-    let full_s = full.display().to_string();
-    args.push(&full_s);
-    args.extend(sets);
-    let (ok, text) = statten_in(&dir, &args);
+    let full_args = run_args(&full);
+    let (ok, text) = statten_in(
+        &dir,
+        &full_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert!(ok, "{text}");
 
     let out = dir.join("stopped");
     let mut child = Command::new(env!("CARGO_BIN_EXE_statten"))
         .current_dir(&dir)
-        .args([
-            "train",
-            "--quiet",
-            "--threads",
-            "1",
-            "--config",
-            &cfg,
-            "--output",
-        ])
-        .arg(&out)
-        .args(sets)
+        .args(run_args(&out))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -80,7 +80,7 @@ impl DatasetName {
             DatasetName::Imagenet => "download ILSVRC2012 from https://image-net.org and arrange train/<wnid>/ and val/<wnid>/ (or a flat val/ with a labels file)",
             DatasetName::Cifar10Dvs => "download the ten class zips of CIFAR10-DVS from https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671 and extract them into one folder",
             DatasetName::Ncaltech101 => "download Caltech101.zip of N-Caltech101 from https://www.garrickorchard.com/datasets/n-caltech101 and extract it",
-            DatasetName::FashionMnist => "install it with `apt-get install dataset-fashion-mnist` or download the four IDX files from https://github.com/zalandoresearch/fashion-mnist",
+            DatasetName::FashionMnist => "install it with `apt-get install dataset-fashion-mnist`, or download the four IDX files from https://github.com/zalandoresearch/fashion-mnist and pass their folder with --data-dir",
             DatasetName::Mnist => "download the four IDX files of MNIST",
         }
     }
@@ -389,8 +389,7 @@ impl DataConfig {
         let root = self.resolved_root()?;
         let train = augment;
         let not_found = |e: DataError| {
-            // A reader that already said how to get the data is not told again.
-            if e.message.contains("not found") && !e.message.contains("install") {
+            if e.message.contains("not found") {
                 DataError::new(
                     &e.path,
                     format!("{} — {}", e.message, self.dataset.download_hint()),

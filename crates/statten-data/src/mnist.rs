@@ -123,16 +123,10 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
+    // How to get the files is the dataset's download hint, which `DataConfig::build` adds.
     Err(DataError::new(
         dir.join(format!("{stem}.gz")),
-        format!(
-            "file not found{}",
-            if dir == Path::new(FASHION_MNIST_SYSTEM_DIR) {
-                " — install Fashion-MNIST with `apt-get install dataset-fashion-mnist`, or pass --data-dir"
-            } else {
-                ""
-            }
-        ),
+        "file not found",
     ))
 }
 

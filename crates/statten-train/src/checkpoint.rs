@@ -416,11 +416,11 @@ fn load_text<M: Module + ModuleSnapshot>(
     opt: Option<&mut Optimizer>,
     device: &Device,
 ) -> Result<CheckpointMeta, String> {
-    // Not found, truncated, or not a checkpoint: said before the whole file is read.
-    read_meta_text(path)?;
+    // Not found, truncated, or not a checkpoint: said from the header, before the whole file
+    // is read.
+    let meta = read_meta_text(path)?;
     let bytes = std::fs::read(path)
         .map_err(|e| format!("{}: cannot read checkpoint: {e}", path.display()))?;
-    let meta = meta_of(&bytes, path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut model_views = Vec::new();

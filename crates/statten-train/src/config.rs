@@ -416,70 +416,31 @@ impl RunConfig {
         if let Ok(table) = toml::Value::try_from(self) {
             non_finite("", &table)?;
         }
-        if self.optimizer.lr <= 0.0 {
-            return Err(format!(
-                "optimizer.lr = {}: must be positive",
-                self.optimizer.lr
-            ));
-        }
-        let o = &self.optimizer;
-        let unit = |v: f64| (0.0..1.0).contains(&v);
-        let ranges: [(&str, f64, bool, &str); 9] = [
+        // Ranges, where a setting has one (each also finite, above).
+        let (o, sc) = (&self.optimizer, &self.schedule);
+        let positive: (fn(f64) -> bool, &str) = (|v| v > 0.0, "positive");
+        let non_negative: (fn(f64) -> bool, &str) = (|v| v >= 0.0, "≥ 0");
+        let unit: (fn(f64) -> bool, &str) = (|v| (0.0..1.0).contains(&v), "in [0, 1)");
+        for (key, v, (ok, want)) in [
+            ("optimizer.lr", o.lr, positive),
+            ("optimizer.weight_decay", o.weight_decay, non_negative),
+            ("optimizer.betas[0]", o.betas.0, unit),
+            ("optimizer.betas[1]", o.betas.1, unit),
+            ("optimizer.eps", o.eps, non_negative),
+            ("optimizer.momentum", o.momentum, non_negative),
+            ("optimizer.clip_grad", o.clip_grad, non_negative),
+            ("schedule.min_lr", sc.min_lr, non_negative),
+            ("schedule.warmup_lr", sc.warmup_lr, non_negative),
+            ("loss.label_smoothing", self.loss.label_smoothing, unit),
             (
-                "optimizer.weight_decay",
-                o.weight_decay,
-                o.weight_decay >= 0.0,
-                "≥ 0",
+                "train.checkpoint_every_minutes",
+                self.train.checkpoint_every_minutes,
+                non_negative,
             ),
-            (
-                "optimizer.betas[0]",
-                o.betas.0,
-                unit(o.betas.0),
-                "in [0, 1)",
-            ),
-            (
-                "optimizer.betas[1]",
-                o.betas.1,
-                unit(o.betas.1),
-                "in [0, 1)",
-            ),
-            ("optimizer.eps", o.eps, o.eps >= 0.0, "≥ 0"),
-            ("optimizer.momentum", o.momentum, o.momentum >= 0.0, "≥ 0"),
-            (
-                "optimizer.clip_grad",
-                o.clip_grad,
-                o.clip_grad >= 0.0,
-                "≥ 0 (0 = off)",
-            ),
-            (
-                "schedule.min_lr",
-                self.schedule.min_lr,
-                self.schedule.min_lr >= 0.0,
-                "≥ 0",
-            ),
-            (
-                "schedule.warmup_lr",
-                self.schedule.warmup_lr,
-                self.schedule.warmup_lr >= 0.0,
-                "≥ 0",
-            ),
-            (
-                "loss.label_smoothing",
-                self.loss.label_smoothing,
-                unit(self.loss.label_smoothing),
-                "in [0, 1)",
-            ),
-        ];
-        for (key, v, ok, want) in ranges {
-            if !ok {
+        ] {
+            if !ok(v) {
                 return Err(format!("{key} = {v}: must be {want}"));
             }
-        }
-        let minutes = self.train.checkpoint_every_minutes;
-        if !(minutes.is_finite() && minutes >= 0.0) {
-            return Err(format!(
-                "train.checkpoint_every_minutes = {minutes}: must be a number ≥ 0 (0 = off)"
-            ));
         }
         Ok(())
     }

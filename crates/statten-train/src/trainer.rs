@@ -131,12 +131,7 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
     let hook = std::panic::take_hook();
     let record = seen.clone();
     std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the runtime panicked".into());
+        let msg = panic_message(info.payload());
         if let Ok(mut v) = record.lock() {
             v.push(msg);
         }
@@ -152,11 +147,7 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
             "device `{name}`: a test sum gave {v}, not 4"
         ))),
         Err(p) => {
-            let own = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the runtime panicked".into());
+            let own = panic_message(&*p);
             let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
             let why = root_cause(&seen).unwrap_or(own);
             Err(Error::Device(format!(
@@ -166,6 +157,15 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
             )))
         }
     }
+}
+
+/// A panic's message (its `String` or `&str` payload).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the thread panicked".into())
 }
 
 /// The first of `messages` (panics, in order) that is not a closed channel's: the cause, where
@@ -642,11 +642,7 @@ fn parallel_grads(
             out.push(
                 h.join()
                     .map_err(|p| {
-                        let why = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let why = panic_message(&*p);
                         let name = names.get(i + 1).map(String::as_str).unwrap_or("?");
                         Error::Device(format!("the replica on device `{name}` failed: {why}"))
                     })
@@ -875,16 +871,19 @@ impl<'a> Trainer<'a> {
         };
         if let (Some(meta), Some(ck)) = (&resume_meta, &opts.resume) {
             // Compared as configs, not text: a key added since (at its default) is no change.
-            let theirs = RunConfig::parse(&meta.config, &[]);
-            let same = meta.config == cfg.to_toml() || theirs.as_ref().is_ok_and(|c| c == cfg);
-            if !same && !opts.allow_config_change {
-                let what = match &theirs {
-                    Ok(old) => {
-                        crate::config::config_differences(old, cfg, ("in the checkpoint", "now"))
-                            .join("; ")
-                    }
-                    Err(e) => format!("its config does not parse with this statten: {e}"),
-                };
+            let differs = if meta.config == cfg.to_toml() || opts.allow_config_change {
+                None
+            } else {
+                match RunConfig::parse(&meta.config, &[]) {
+                    Ok(old) if old == *cfg => None,
+                    Ok(old) => Some(
+                        crate::config::config_differences(&old, cfg, ("in the checkpoint", "now"))
+                            .join("; "),
+                    ),
+                    Err(e) => Some(format!("its config does not parse with this statten: {e}")),
+                }
+            };
+            if let Some(what) = differs {
                 return Err(Error::checkpoint(
                     ck.clone(),
                     format!(

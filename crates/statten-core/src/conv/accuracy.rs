@@ -160,9 +160,12 @@ pub fn violation(what: &str, got: &[f32], want: &Sums) -> Option<String> {
     })
 }
 
-/// The largest `|got − sum|` relative to the largest `|sum|` (NaN counts as infinite): the
-/// tile-scale error of a kernel that breaks the invariant.
+/// The largest `|got − sum|` relative to the largest `|sum|` (NaN and a length mismatch count
+/// as infinite): the tile-scale error of a kernel that breaks the invariant.
 pub fn rel_to_scale(got: &[f32], want: &Sums) -> f64 {
+    if got.len() != want.sum.len() {
+        return f64::INFINITY;
+    }
     let scale = want
         .sum
         .iter()

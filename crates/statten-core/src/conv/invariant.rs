@@ -234,6 +234,7 @@ fn winograd_breaks_the_invariant_but_stays_close() {
         "the input must leave some weights without any term"
     );
     let wino = winograd::weight_grad(&x, &dy, g, sh.n, 0);
+    assert_eq!(wino.len(), want.sum.len(), "one gradient per weight");
     let e = accuracy::violation("the Winograd weight gradient", &wino, &want);
     assert!(e.is_some(), "Winograd kept the invariant on this input");
     let residue = wino
