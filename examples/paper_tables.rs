@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use statten::train::config::RunConfig;
-use statten::train::trainer::{train, RunOptions};
+use statten::train::train::{train, RunOptions};
 
 /// (config, paper top-1, source).
 const ROWS: &[(&str, f64, &str)] = &[

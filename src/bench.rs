@@ -19,7 +19,7 @@ use statten_core::attention::{statten_core, MsAttentionConfig};
 use statten_core::models::{Input, ModelConfig};
 use statten_core::neuron::NeuronConfig;
 use statten_core::Monitor;
-use statten_train::loss::{cross_entropy, tet_loss};
+use statten_train::objective::{Objective, Targets};
 use statten_train::optim::{AdamW, AdamWConfig};
 
 /// One benchmark iteration; returns a scalar read back from the device, or the device's error
@@ -98,6 +98,13 @@ pub fn attention_core(device: &Device) -> Iteration {
     })
 }
 
+/// The training-step workloads' optimizer: AdamW over every parameter with weight decay 0.06,
+/// as the reference's harness (`../shared/reference/bench_torch.py`), at lr 3e-4. The loss is
+/// the recipe default's for the model ([`Objective::of_model`]).
+const BENCH_LR: f64 = 3e-4;
+/// See [`BENCH_LR`].
+const BENCH_WEIGHT_DECAY: f64 = 0.06;
+
 /// One training step of SDT-STAtten CIFAR-10 2-512 (T=4) at `batch`: forward, label-smoothed
 /// cross-entropy, backward, AdamW (lr 3e-4, wd 0.06). Returns the loss.
 pub fn train_step(device: &Device, batch: usize) -> Iteration {
@@ -126,7 +133,7 @@ pub fn train_step_with_rate(
     let ad = device.clone().autodiff();
     let mut model = Some(cfg.init(&ad).expect("model"));
     let mut opt = AdamW::new(AdamWConfig {
-        weight_decay: 0.06,
+        weight_decay: BENCH_WEIGHT_DECAY,
         ..AdamWConfig::default()
     });
     let (c, s, t) = (cfg.in_channels, cfg.img_size, cfg.time_steps);
@@ -146,31 +153,20 @@ pub fn train_step_with_rate(
     let classes = cfg.num_classes as i64;
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes).collect();
     let y: Tensor<1, Int> = Tensor::from_data(TensorData::new(labels, [batch]), &ad);
-    let tet = cfg.tet;
+    let objective = Objective::of_model(cfg);
     let step = Box::new(move || {
         let m = model.take().expect("model");
         let x = match &input {
             Input::Static(x) => Input::Static(x.clone()),
             Input::Events(x) => Input::Events(x.clone()),
-        }
-        .encode(t);
+        };
         let first = rate.get().is_nan();
         let mut monitor = if first {
             Monitor::enabled()
         } else {
             Monitor::disabled()
         };
-        let loss = if tet {
-            tet_loss(
-                m.forward_time_monitored(x, &mut monitor),
-                y.clone(),
-                0.1,
-                1e-3,
-                1.0,
-            )
-        } else {
-            cross_entropy(m.forward_monitored(x, &mut monitor), y.clone(), 0.1)
-        };
+        let (loss, _) = objective.forward_loss(&m, x, Targets::Hard(y.clone()), &mut monitor);
         // A failure of this step's forward, or of the previous step's backward and update
         // (kernels run lazily), surfaces at this read.
         let value = match loss.clone().try_into_scalar::<f32>() {
@@ -184,7 +180,7 @@ pub fn train_step_with_rate(
             rate.set(monitor.firing_rate());
         }
         let grads = GradientsParams::from_grads(loss.backward(), &m);
-        model = Some(opt.step(3e-4, m, grads));
+        model = Some(opt.step(BENCH_LR, m, grads));
         Ok(value)
     });
     (step, rate_out)

@@ -1,7 +1,7 @@
 //! Run-time device selection: `cpu` (the faster CPU backend, flex by measurement — see
 //! BENCHMARKS.md), `flex`, `ndarray` or `wgpu`, each with an optional index (`wgpu:1`,
 //! `wgpu:integrated:0`, `wgpu:cpu`, `cpu:0`): the grammar of `train.device` and
-//! `train.devices` (`statten_train::trainer::device_from_name`), so that `--device` and the
+//! `train.devices` (`statten_train::device::device_from_name`), so that `--device` and the
 //! config accept the same names.
 
 use burn::tensor::Device;
@@ -35,14 +35,14 @@ impl DeviceName {
 
     /// The Burn device (without autodiff), as `statten train` resolves the same name.
     pub fn device(&self) -> Device {
-        statten_train::trainer::device_from_name(&self.0).expect("the name was checked when parsed")
+        statten_train::device::device_from_name(&self.0).expect("the name was checked when parsed")
     }
 }
 
 impl FromStr for DeviceName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        statten_train::trainer::device_from_name(s)
+        statten_train::device::device_from_name(s)
             .map(|_| Self(s.to_string()))
             .map_err(|e| e.to_string())
     }

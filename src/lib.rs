@@ -5,6 +5,7 @@
 //! device selection and the parity checks against the PyTorch reference's fixtures.
 
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// The README's Rust examples, compiled and run as doc tests so that they stay true.
 #[cfg(doctest)]

@@ -13,9 +13,9 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use statten_core::checkpoint::{load_reference, named_tensors, NamedTensor};
-use statten_core::models::{Input, StattenModel};
+use statten_core::models::{Input, ModelConfig, StattenModel};
 use statten_core::monitor::Monitor;
-use statten_train::loss::cross_entropy;
+use statten_train::objective::{Objective, Targets};
 use statten_train::optim::AdamW;
 
 use crate::fixture::{FixTensor, Fixture};
@@ -336,9 +336,9 @@ pub fn run_parity(
     ));
 
     // Train forward + backward.
+    // The step `statten train` takes (forward over T, label-smoothed cross-entropy), on the
+    // fixture's batch.
     let mut mon = Monitor::enabled();
-    let x = input_of(&fx, cfg.dvs, &ad)?.encode(t_steps);
-    let logits = model.forward_monitored(x, &mut mon);
     let target = fx.tensor("target")?;
     let target: Tensor<1, Int> = Tensor::from_data(
         TensorData::new(
@@ -347,7 +347,9 @@ pub fn run_parity(
         ),
         &ad,
     );
-    let loss = cross_entropy(logits.clone(), target, fx.label_smoothing()?);
+    let objective = Objective::cross_entropy(&cfg, fx.label_smoothing()?);
+    let input = input_of(&fx, cfg.dvs, &ad)?;
+    let (loss, logits) = objective.forward_loss(&model, input, Targets::Hard(target), &mut mon);
     groups.push(spike_group(
         "spikes_train",
         &fx,
@@ -368,7 +370,49 @@ pub fn run_parity(
     ));
     let grads = GradientsParams::from_grads(loss.backward(), &model);
 
-    // Gradients.
+    groups.push(grads_group(&fx, &weights_before, &grads, opts)?);
+    // BatchNorm running statistics after the train forward.
+    groups.push(bn_after_group(&fx, &named_tensors(&model)));
+    // One AdamW step with our gradients, and the optimizer alone on the reference gradients.
+    let (lr, acfg) = fx.optimizer()?;
+    let stepped = AdamW::new(acfg).step(lr, model, grads);
+    groups.push(after_step_group(
+        "after_step",
+        &fx,
+        &named_tensors(&stepped),
+        &weights_before,
+        lr,
+        true,
+    )?);
+
+    groups.push(adamw_alone_group(&fx, &cfg, &ad)?);
+
+    Ok(ParityReport {
+        fixture: fx.name(),
+        groups,
+    })
+}
+
+/// The reference's tensors under `prefix` that name none of `ours` (sorted).
+fn orphans<'a>(fx: &'a Fixture, prefix: &str, ours: &[NamedTensor]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = fx
+        .tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .filter(|k| !ours.iter().any(|t| t.name == *k))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Our gradients against the reference's: per-tensor rel-L2, exact zeros where the reference
+/// has zero by construction, none where it has none.
+fn grads_group(
+    fx: &Fixture,
+    weights_before: &[NamedTensor],
+    grads: &GradientsParams,
+    opts: &ParityOptions,
+) -> Result<CheckGroup, String> {
     let no_grad = fx.string_list("params_without_grad");
     let zero_grad = fx.string_list("zero_grad_by_construction");
     let params: Vec<NamedTensor> = weights_before
@@ -388,7 +432,7 @@ pub fn run_parity(
     let mut relaxed = 0;
     for nt in &params {
         let key = &nt.name;
-        let ours = grad_of(&grads, nt);
+        let ours = grad_of(grads, nt);
         if no_grad.contains(key) {
             g.compared += 1;
             if ours.is_some() {
@@ -437,35 +481,26 @@ pub fn run_parity(
             bad.push(format!("{key}: rel-L2 {rel:.3e} > {tol:e}"));
         }
     }
-    let mut orphans: Vec<&str> = fx
-        .tensors
-        .keys()
-        .filter_map(|k| k.strip_prefix("grad/"))
-        .filter(|k| !params.iter().any(|p| p.name == *k))
-        .collect();
-    orphans.sort();
-    for k in orphans {
+    for k in orphans(fx, "grad/", &params) {
         bad.push(format!(
             "{k}: reference gradient for a parameter the model lacks"
         ));
     }
     g.pass = bad.is_empty() && g.compared > 0;
+    let relaxed = match relaxed {
+        0 => String::new(),
+        n => format!(" ({n} SPS stage 1-3 tensors relaxed to 0.1)"),
+    };
     g.detail = if bad.is_empty() {
-        format!(
-            "per-tensor rel-L2 <= 1e-4{}; zero-by-construction max abs <= 1e-5",
-            if relaxed > 0 {
-                format!(" ({relaxed} SPS stage 1-3 tensors relaxed to 0.1)")
-            } else {
-                String::new()
-            }
-        )
+        format!("per-tensor rel-L2 <= 1e-4{relaxed}; zero-by-construction max abs <= 1e-5")
     } else {
         bad.join("; ")
     };
-    groups.push(g);
+    Ok(g)
+}
 
-    // BatchNorm running statistics after the train forward.
-    let after_fwd = named_tensors(&model);
+/// The BatchNorm running statistics after the train forward against the reference's.
+fn bn_after_group(fx: &Fixture, after_fwd: &[NamedTensor]) -> CheckGroup {
     let mut g = CheckGroup {
         name: "bn_after".into(),
         max_abs: 0.0,
@@ -497,14 +532,7 @@ pub fn run_parity(
             bad.push(format!("{}: {ma:.3e}", nt.name));
         }
     }
-    let mut orphans: Vec<&str> = fx
-        .tensors
-        .keys()
-        .filter_map(|k| k.strip_prefix("bn_after/"))
-        .filter(|k| !after_fwd.iter().any(|t| t.name == *k))
-        .collect();
-    orphans.sort();
-    for k in orphans {
+    for k in orphans(fx, "bn_after/", &after_fwd) {
         bad.push(format!(
             "{k}: reference BatchNorm statistic the model lacks"
         ));
@@ -513,21 +541,13 @@ pub fn run_parity(
     if !bad.is_empty() {
         g.detail = bad.join("; ");
     }
-    groups.push(g);
+    g
+}
 
-    // One AdamW step with our gradients, and the optimizer alone on the reference gradients.
+/// The optimizer alone: the reference's gradients into our AdamW from the reference weights.
+fn adamw_alone_group(fx: &Fixture, cfg: &ModelConfig, ad: &Device) -> Result<CheckGroup, String> {
     let (lr, acfg) = fx.optimizer()?;
-    let stepped = AdamW::new(acfg).step(lr, model, grads);
-    groups.push(after_step_group(
-        "after_step",
-        &fx,
-        &named_tensors(&stepped),
-        &weights_before,
-        lr,
-        true,
-    )?);
-
-    let mut fresh: StattenModel = cfg.init(&ad).map_err(|e| e.to_string())?;
+    let mut fresh: StattenModel = cfg.init(ad).map_err(|e| e.to_string())?;
     load_reference(&mut fresh, &fx.weights_path()).map_err(|e| e.to_string())?;
     let fresh_named = named_tensors(&fresh);
     let mut ref_grads = GradientsParams::new();
@@ -536,24 +556,19 @@ pub fn run_parity(
         // group reports it, and this parameter's step then differs from the reference's.
         if let Some(gr) = fx.tensors.get(&format!("grad/{}", nt.name)) {
             if gr.shape == nt.shape && gr.values.len() == nt.values.len() {
-                register_grad(&mut ref_grads, nt, gr, &ad);
+                register_grad(&mut ref_grads, nt, gr, ad);
             }
         }
     }
     let stepped = AdamW::new(acfg).step(lr, fresh, ref_grads);
-    groups.push(after_step_group(
+    after_step_group(
         "adamw_alone",
         &fx,
         &named_tensors(&stepped),
         &fresh_named,
         lr,
         false,
-    )?);
-
-    Ok(ParityReport {
-        fixture: fx.name(),
-        groups,
-    })
+    )
 }
 
 fn after_step_group(

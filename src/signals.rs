@@ -17,6 +17,7 @@ pub fn install() -> Arc<AtomicBool> {
         .get_or_init(|| Arc::new(AtomicBool::new(false)))
         .clone();
     #[cfg(unix)]
+    // SAFETY: a zeroed sigaction is a valid value; the handler does only async-signal-safe work (atomics, write(2), _exit(2)), and the pointers passed live through the calls.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -42,10 +43,12 @@ pub fn exit_status(signal: i32) -> u8 {
 extern "C" fn handler(sig: libc::c_int) {
     // Only async-signal-safe calls here: atomics, write(2), _exit(2).
     let Some(flag) = STOP.get() else {
+        // SAFETY: _exit(2) is async-signal-safe.
         unsafe { libc::_exit(128 + sig) }
     };
     if flag.swap(true, Ordering::SeqCst) {
         let msg = b"\nsecond signal: exiting now, without a checkpoint of this epoch\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; `msg` is a static buffer of `msg.len()` bytes.
         unsafe {
             libc::write(2, msg.as_ptr().cast(), msg.len());
             libc::_exit(128 + sig);
@@ -53,6 +56,7 @@ extern "C" fn handler(sig: libc::c_int) {
     }
     SIGNAL.store(sig, Ordering::SeqCst);
     let msg = b"\nstopping after this step and writing a checkpoint (again to exit at once)\n";
+    // SAFETY: write(2) is async-signal-safe; `msg` is a static buffer of `msg.len()` bytes.
     unsafe {
         libc::write(2, msg.as_ptr().cast(), msg.len());
     }

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use statten_train::config::RunConfig;
-use statten_train::trainer::datasets;
+use statten_train::train::datasets;
 
 fn tmp(name: &str) -> PathBuf {
     common::scratch_dir("bad", name)

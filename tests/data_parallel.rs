@@ -12,8 +12,9 @@ use std::sync::Mutex;
 use burn::tensor::Device;
 use statten_core::checkpoint::named_tensors;
 use statten_train::config::RunConfig;
-use statten_train::dist::{Collective, ThreadWorld};
-use statten_train::trainer::{batch_plan, train, RunOptions};
+use statten_train::parallel::batch_plan;
+use statten_train::parallel::{Collective, ThreadWorld};
+use statten_train::train::{train, RunOptions};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -93,7 +94,7 @@ fn run_ranks(name: &str, sets: &[&str], ranks: usize) -> Outcome {
         });
         // Every rank reports the same history (reduced metrics).
         for s in &all[1..] {
-            let key = |s: &statten_train::trainer::RunSummary| {
+            let key = |s: &statten_train::train::RunSummary| {
                 s.history
                     .iter()
                     .map(|r| [r.train_loss, r.train_top1, r.eval_loss, r.eval_top1])

@@ -5,6 +5,7 @@
 //!
 //! In-process runs hold `LOCK`: Burn's initialisation seed is process-global, so two runs that
 //! must be bit-identical cannot overlap.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[macro_use]
 mod common;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use statten_train::checkpoint::{read_meta, EpochRecord};
 use statten_train::config::RunConfig;
-use statten_train::trainer::{train, RunOptions};
+use statten_train::train::{train, RunOptions};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -55,17 +56,7 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-fn key(r: &EpochRecord) -> [f64; 7] {
-    [
-        r.epoch as f64,
-        r.train_loss,
-        r.train_top1,
-        r.eval_loss,
-        r.eval_top1,
-        r.eval_top5,
-        r.lr,
-    ]
-}
+use common::epoch_key as key;
 
 fn assert_same(a: &[EpochRecord], b: &[EpochRecord]) {
     assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
@@ -83,7 +74,7 @@ fn cfg(sets: &[&str]) -> RunConfig {
     RunConfig::parse(CFG, &sets).unwrap()
 }
 
-fn run(cfg: &RunConfig, opts: RunOptions) -> Result<statten_train::trainer::RunSummary, String> {
+fn run(cfg: &RunConfig, opts: RunOptions) -> Result<statten_train::train::RunSummary, String> {
     train(cfg, &opts).map_err(String::from)
 }
 
@@ -451,6 +442,7 @@ fn sigterm_and_kill_9_mid_epoch_resume_to_the_uninterrupted_run() {
     let out = dir.join("term");
     let mut child = spawn_train(&cfg_path, &out, &[]);
     wait_for_mid_epoch_checkpoint(&mut child, &out);
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
@@ -580,15 +572,15 @@ fn devices_that_do_not_exist_are_errors_naming_them() {
         ("wgpu:tpu:0", "unknown adapter kind `tpu`"),
         ("tpu", "unknown device `tpu`"),
     ] {
-        let e = statten_train::trainer::device_from_name(dev)
+        let e = statten_train::device::device_from_name(dev)
             .unwrap_err()
             .to_string();
         assert!(e.contains(want), "{dev}: {e}");
     }
     // An adapter index far past any machine's: an error naming it, not a panic in the runtime.
     let name = "wgpu:97";
-    let d = statten_train::trainer::device_from_name(name).unwrap();
-    let e = statten_train::trainer::probe_device(name, &d)
+    let d = statten_train::device::device_from_name(name).unwrap();
+    let e = statten_train::device::probe_device(name, &d)
         .unwrap_err()
         .to_string();
     assert!(e.contains("wgpu:97") && e.contains("not available"), "{e}");

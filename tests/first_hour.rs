@@ -3,6 +3,7 @@
 //! for the run's length, non-finite settings refused with their key, device failures named,
 //! `eval` scoring the whole split and saying how many images, checkpoint faults told apart,
 //! and the small things (epoch numbering, file modes, the written config, error wording).
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[macro_use]
 mod common;
@@ -105,6 +106,7 @@ fn the_printed_resume_command_resumes() {
         assert!(t0.elapsed().as_secs() < 600, "no progress in 600 s");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }

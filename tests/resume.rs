@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 
 use statten_train::config::RunConfig;
-use statten_train::trainer::{train, RunOptions};
+use statten_train::train::{train, RunOptions};
 
 const CFG: &str = concat!(
     tiny_fmnist_model!(),
@@ -38,23 +38,14 @@ plot = false
 "#
 );
 
+/// A fresh path for a run directory (not created: the run creates it).
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("statten-resume-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = common::scratch_dir("resume", name);
+    let _ = std::fs::remove_dir(&d);
     d
 }
 
-fn key(r: &statten_train::checkpoint::EpochRecord) -> [f64; 7] {
-    [
-        r.epoch as f64,
-        r.train_loss,
-        r.train_top1,
-        r.eval_loss,
-        r.eval_top1,
-        r.eval_top5,
-        r.lr,
-    ]
-}
+use common::epoch_key as key;
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {

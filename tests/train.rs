@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use statten_train::config::RunConfig;
-use statten_train::trainer::{train, RunOptions};
+use statten_train::train::{train, RunOptions};
 
 fn repo() -> PathBuf {
     PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))

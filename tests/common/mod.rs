@@ -120,3 +120,17 @@ pub fn summary_metrics(out: &std::path::Path) -> Vec<String> {
         .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
         .collect()
 }
+
+/// An epoch's record as the figures two runs must share: epoch, train loss and top-1, eval
+/// loss, top-1 and top-5, learning rate (not the timings).
+pub fn epoch_key(r: &statten_train::checkpoint::EpochRecord) -> [f64; 7] {
+    [
+        r.epoch as f64,
+        r.train_loss,
+        r.train_top1,
+        r.eval_loss,
+        r.eval_top1,
+        r.eval_top5,
+        r.lr,
+    ]
+}

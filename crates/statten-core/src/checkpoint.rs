@@ -28,7 +28,10 @@
 
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
+#[cfg(feature = "pytorch")]
+use burn::module::{ModuleMapper, Param};
+#[cfg(feature = "pytorch")]
 use burn::prelude::Tensor;
 #[cfg(feature = "pytorch")]
 use burn::store::PytorchStore;
@@ -36,7 +39,9 @@ use burn::store::{
     ApplyResult, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleSnapshot,
     PyTorchToBurnAdapter, SafetensorsStore,
 };
-use burn::tensor::{DType, FloatDType};
+use burn::tensor::DType;
+#[cfg(feature = "pytorch")]
+use burn::tensor::FloatDType;
 
 use crate::error::{Error, Result};
 
@@ -187,8 +192,10 @@ pub fn load_reference_bytes<M: Module + ModuleSnapshot>(
 }
 
 /// Casts every floating-point tensor of a module to f32, keeping ids and gradient settings.
+#[cfg(feature = "pytorch")]
 struct CastToF32;
 
+#[cfg(feature = "pytorch")]
 impl ModuleMapper for CastToF32 {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();

@@ -59,6 +59,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// The example of the crate's README, compiled and run as a doc test.
 #[cfg(doctest)]
@@ -68,8 +69,8 @@ pub struct ReadmeDoctests;
 pub mod attention;
 pub mod checkpoint;
 pub mod conv;
-mod cpu_kernels;
 pub mod error;
+mod kernels;
 pub mod layers;
 pub mod models;
 pub mod monitor;

@@ -9,12 +9,12 @@
 //! # Train one epoch
 //!
 //! A run is a [`config::RunConfig`] (the TOML recipes of `statten train`, or built in code) and
-//! [`trainer::RunOptions`] (the run directory, resume, progress); [`trainer::train`] runs it and
+//! [`train::RunOptions`] (the run directory, resume, progress); [`train::train`] runs it and
 //! writes summary.csv, metrics.jsonl, steps.csv and checkpoints into the run directory.
 //!
 //! ```
 //! use statten_train::config::RunConfig;
-//! use statten_train::trainer::{train, RunOptions};
+//! use statten_train::train::{train, RunOptions};
 //!
 //! // A tiny CIFAR-10 folder in the real binary layout: 8 images, 2 classes.
 //! let tmp = std::env::temp_dir().join(format!("statten-doc-train-{}", std::process::id()));
@@ -58,15 +58,35 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod dist;
+pub mod device;
 pub mod energy;
 pub mod error;
 pub mod loss;
 pub mod metrics;
+pub mod objective;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod rundir;
 pub mod schedule;
-pub mod trainer;
+pub mod train;
+
+/// The collectives' old path (before the `parallel` folder): use [`parallel::collective`].
+#[deprecated(since = "0.1.0", note = "moved to statten_train::parallel::collective")]
+pub mod dist {
+    pub use crate::parallel::collective::*;
+}
+
+/// The trainer's old path (before the `train` folder): use [`train`], [`device`] and
+/// [`parallel`].
+#[deprecated(
+    since = "0.1.0",
+    note = "moved to statten_train::train (the loop), ::device (device names) and ::parallel"
+)]
+pub mod trainer {
+    pub use crate::device::{device_from_name, probe_device, DEVICE_FAILURE_CAUSE};
+    pub use crate::parallel::batch_plan;
+    pub use crate::train::*;
+}
 
 pub use error::{Error, Result};

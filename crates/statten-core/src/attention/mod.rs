@@ -87,6 +87,22 @@ pub fn check_attention(
     Ok(())
 }
 
+/// The checks of an attention block's `init`: [`check_attention`], then that the backbone
+/// takes `kind` (`refused` is the kind it does not take, with the message saying why).
+pub(crate) fn check_block(
+    dim: usize,
+    num_heads: usize,
+    kind: AttentionKind,
+    (time_steps, chunk_size): (usize, usize),
+    refused: (AttentionKind, &str),
+) -> Result<()> {
+    check_attention(dim, num_heads, kind, time_steps, chunk_size)?;
+    if kind == refused.0 {
+        return Err(Error::config("model.attention", refused.1));
+    }
+    Ok(())
+}
+
 /// The STAtten scale: `1/H` for static inputs, `1/(H·H·chunk)` for DVS, where H is
 /// the token-grid height and `chunk` the timesteps per block (the STAtten repository's rule).
 pub fn statten_scale(grid_h: usize, chunk_size: usize, dvs: bool) -> f64 {

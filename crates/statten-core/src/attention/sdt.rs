@@ -4,8 +4,8 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
-use super::{check_attention, max_filter_5d, statten_core, statten_scale, AttentionKind};
-use crate::error::{Error, Result};
+use super::{check_block, max_filter_5d, statten_core, statten_scale, AttentionKind};
+use crate::error::Result;
 use crate::layers::{conv2d, merged, pointwise_conv, TorchBatchNorm, UnusedWeight};
 use crate::monitor::Monitor;
 use crate::neuron::{MultiStepNeuron, NeuronConfig};
@@ -62,19 +62,16 @@ impl MsAttentionConfig {
     /// Validate and build the block; `prefix` is its module path (e.g. `block.0.attn`).
     pub fn init(&self, prefix: &str, device: &Device) -> Result<MsAttention> {
         let c = self.dim;
-        check_attention(
+        check_block(
             c,
             self.num_heads,
             self.kind,
-            self.time_steps,
-            self.chunk_size,
-        )?;
-        if self.kind == AttentionKind::Ssa {
-            return Err(Error::config(
-                "model.attention",
+            (self.time_steps, self.chunk_size),
+            (
+                AttentionKind::Ssa,
                 "the Spike-driven Transformer takes `statten` or `sdsa`; `ssa` is Spikformer's",
-            ));
-        }
+            ),
+        )?;
         let lif = |n: &str| self.neuron.init(format!("{prefix}.{n}"), device);
         let attn_neuron = self.neuron.with_threshold(self.attn_v_threshold);
         let h = self.num_heads;

@@ -4,8 +4,8 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use super::{check_attention, ssa_core, statten_core, AttentionKind};
-use crate::error::{Error, Result};
+use super::{check_block, ssa_core, statten_core, AttentionKind};
+use crate::error::Result;
 use crate::layers::{linear_trunc_normal, TorchBatchNorm};
 use crate::monitor::Monitor;
 use crate::neuron::{MultiStepNeuron, NeuronConfig};
@@ -51,19 +51,16 @@ impl SsaAttentionConfig {
     /// Validate and build; `prefix` is the module path (e.g. `block.0.attn`).
     pub fn init(&self, prefix: &str, device: &Device) -> Result<SsaAttention> {
         let c = self.dim;
-        check_attention(
+        check_block(
             c,
             self.num_heads,
             self.kind,
-            self.time_steps,
-            self.chunk_size,
-        )?;
-        if self.kind == AttentionKind::Sdsa {
-            return Err(Error::config(
-                "model.attention",
+            (self.time_steps, self.chunk_size),
+            (
+                AttentionKind::Sdsa,
                 "Spikformer takes `ssa` or `statten`; `sdsa` is the Spike-driven Transformer's",
-            ));
-        }
+            ),
+        )?;
         let lif = |n: &str| self.neuron.init(format!("{prefix}.{n}"), device);
         Ok(SsaAttention {
             q_linear: linear_trunc_normal(c, c, device),

@@ -1,9 +1,11 @@
 //! Backbones: the Spike-driven Transformer (SDT) and Spikformer, their serde configuration and
 //! the named presets of the reference repositories.
 
+mod presets;
 mod sdt;
 mod spikformer;
 
+pub use presets::{Preset, PRESETS};
 pub use sdt::{MsMlp, Sdt, SdtBlock, SdtSps};
 pub use spikformer::{Spikformer, SpikformerBlock, SpikformerMlp, SpikformerSps};
 
@@ -98,58 +100,6 @@ impl Default for ModelConfig {
     }
 }
 
-/// Named presets: every configuration of the reference repositories.
-pub const PRESETS: &[(&str, &str)] = &[
-    (
-        "cifar10-2-256",
-        "SDT+STAtten 2-256, CIFAR-10, T=4, chunk 2 (conf/cifar10/2_256_200E_t4.yml)",
-    ),
-    (
-        "cifar10-2-512",
-        "SDT+STAtten 2-512, CIFAR-10, T=4, chunk 2 (conf/cifar10/2_512_200E_t4.yml)",
-    ),
-    (
-        "cifar100-2-256",
-        "SDT+STAtten 2-256, CIFAR-100, T=4, chunk 2",
-    ),
-    (
-        "cifar100-2-512",
-        "SDT+STAtten 2-512, CIFAR-100, T=4, chunk 2",
-    ),
-    (
-        "imagenet-8-512",
-        "SDT+STAtten 8-512, ImageNet 224, T=4, chunk 2, pooling 1111",
-    ),
-    (
-        "imagenet-8-768",
-        "SDT+STAtten 8-768, ImageNet 224, T=4, chunk 2, pooling 1111",
-    ),
-    (
-        "cifar10dvs-2-256-t10",
-        "SDT+STAtten 2-256, CIFAR10-DVS 64px, T=10, chunk 5, TET",
-    ),
-    (
-        "cifar10dvs-2-256-t16",
-        "SDT+STAtten 2-256, CIFAR10-DVS 64px, T=16, chunk 4, TET",
-    ),
-    (
-        "ncaltech101-2-256-t10",
-        "SDT+STAtten 2-256, N-Caltech101 64px, T=10, chunk 5",
-    ),
-    (
-        "ncaltech101-2-256-t16",
-        "SDT+STAtten 2-256, N-Caltech101 64px, T=16, chunk 4",
-    ),
-    (
-        "spikformer-cifar10-4-384",
-        "Spikformer 4-384 (12 heads), CIFAR-10, T=4, SSA",
-    ),
-    (
-        "spikformer-imagenet-8-768",
-        "Spikformer-style 8-768 (conv SPS pooling 1111), ImageNet, T=4, SSA",
-    ),
-];
-
 impl ModelConfig {
     /// A named preset (see [`PRESETS`]). `-sdsa` appended to an SDT preset gives its SDSA
     /// baseline; `-statten` appended to a Spikformer preset gives Spikformer + STAtten.
@@ -170,71 +120,16 @@ impl ModelConfig {
             c.attention = AttentionKind::Statten;
             return Ok(c);
         }
-        let d = Self::default();
-        let sdt = |c: usize, l: usize, k: usize| Self {
-            embed_dim: c,
-            depth: l,
-            num_classes: k,
-            ..Self::default()
-        };
-        let dvs = |t: usize, cs: usize, k: usize, tet: bool| Self {
-            embed_dim: 256,
-            depth: 2,
-            time_steps: t,
-            chunk_size: cs,
-            in_channels: 2,
-            img_size: 64,
-            num_classes: k,
-            dvs: true,
-            tet,
-            ..Self::default()
-        };
-        let imagenet = |c: usize| Self {
-            embed_dim: c,
-            depth: 8,
-            img_size: 224,
-            num_classes: 1000,
-            pooling_stat: "1111".into(),
-            ..Self::default()
-        };
-        Ok(match name {
-            "cifar10-2-256" => sdt(256, 2, 10),
-            "cifar10-2-512" => sdt(512, 2, 10),
-            "cifar100-2-256" => sdt(256, 2, 100),
-            "cifar100-2-512" => sdt(512, 2, 100),
-            "imagenet-8-512" => imagenet(512),
-            "imagenet-8-768" => imagenet(768),
-            "cifar10dvs-2-256-t10" => dvs(10, 5, 10, true),
-            "cifar10dvs-2-256-t16" => dvs(16, 4, 10, true),
-            "ncaltech101-2-256-t10" => dvs(10, 5, 101, false),
-            "ncaltech101-2-256-t16" => dvs(16, 4, 101, false),
-            "spikformer-cifar10-4-384" => Self {
-                arch: Arch::Spikformer,
-                attention: AttentionKind::Ssa,
-                embed_dim: 384,
-                depth: 4,
-                num_heads: 12,
-                ..d
-            },
-            "spikformer-imagenet-8-768" => Self {
-                arch: Arch::Spikformer,
-                attention: AttentionKind::Ssa,
-                embed_dim: 768,
-                depth: 8,
-                num_heads: 12,
-                img_size: 224,
-                num_classes: 1000,
-                pooling_stat: "1111".into(),
-                ..d
-            },
-            _ => {
-                let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
-                return Err(Error::config(
-                    "model.preset",
-                    format!("unknown preset `{name}`; known: {}", names.join(", ")),
-                ));
-            }
-        })
+        presets::find(name).map(|p| p.config())
+    }
+
+    /// The `[model]` table of this configuration as TOML (every key, as `statten model info
+    /// --toml` prints it and `configs/models/*.toml` hold it).
+    pub fn to_toml(&self) -> String {
+        let mut t = toml::Table::new();
+        let model = toml::Value::try_from(self).expect("a model config serializes");
+        t.insert("model".into(), model);
+        toml::to_string(&t).expect("a TOML table serializes")
     }
 
     /// Max-pool flags of the four stem stages.

@@ -19,76 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::monitor::Monitor;
 
 pub mod fused;
-use fused::{fused_lif, fused_supported, Charge, LifSpec, SurrogateKind};
-
-/// The surrogate gradient used in place of the Heaviside derivative.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Surrogate {
-    /// `α·σ(αu)·(1 − σ(αu))` (spikingjelly `Sigmoid`, default α = 4). Peak 1 at u = 0 for α = 4.
-    Sigmoid {
-        /// Steepness α.
-        alpha: f64,
-    },
-    /// `(α/2) / (1 + (π/2·α·u)²)` (spikingjelly `ATan`, default α = 2).
-    Atan {
-        /// Steepness α.
-        alpha: f64,
-    },
-    /// `α − α²·|u|` for `|u| < 1/α`, else 0 (spikingjelly `PiecewiseQuadratic`, default α = 1).
-    PiecewiseQuadratic {
-        /// Width parameter α.
-        alpha: f64,
-    },
-}
-
-impl Default for Surrogate {
-    fn default() -> Self {
-        Surrogate::Sigmoid { alpha: 4.0 }
-    }
-}
-
-impl Surrogate {
-    /// The surrogate derivative at `u` (host-side, for tests and reports).
-    pub fn derivative(&self, u: f64) -> f64 {
-        match *self {
-            Surrogate::Sigmoid { alpha } => {
-                let s = 1.0 / (1.0 + (-alpha * u).exp());
-                alpha * s * (1.0 - s)
-            }
-            Surrogate::Atan { alpha } => {
-                let z = std::f64::consts::FRAC_PI_2 * alpha * u;
-                alpha / 2.0 / (1.0 + z * z)
-            }
-            Surrogate::PiecewiseQuadratic { alpha } => {
-                if u.abs() < 1.0 / alpha {
-                    alpha - alpha * alpha * u.abs()
-                } else {
-                    0.0
-                }
-            }
-        }
-    }
-
-    /// A smooth primitive `g(u)` whose derivative is the surrogate. Only its gradient is used.
-    fn primitive<const D: usize>(&self, u: Tensor<D>) -> Tensor<D> {
-        match *self {
-            Surrogate::Sigmoid { alpha } => sigmoid(u.mul_scalar(alpha)),
-            Surrogate::Atan { alpha } => u
-                .mul_scalar(std::f64::consts::FRAC_PI_2 * alpha)
-                .atan()
-                .div_scalar(std::f64::consts::PI),
-            Surrogate::PiecewiseQuadratic { alpha } => {
-                let y = u.clamp(-1.0 / alpha, 1.0 / alpha);
-                y.clone()
-                    .abs()
-                    .mul(y.clone())
-                    .mul_scalar(-alpha * alpha / 2.0)
-                    .add(y.mul_scalar(alpha))
-            }
-        }
-    }
-}
+pub mod surrogate;
+use fused::{fused_lif, fused_supported, Charge, LifSpec};
+pub use surrogate::Surrogate;
 
 /// How the membrane is reset after a spike.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -269,11 +202,7 @@ impl MultiStepNeuron {
             (NeuronKind::Plif, true) => Charge::PlifDecayInput,
             (NeuronKind::Plif, false) => Charge::Plif,
         };
-        let (surrogate, alpha) = match self.surrogate {
-            Surrogate::Sigmoid { alpha } => (SurrogateKind::Sigmoid, alpha),
-            Surrogate::Atan { alpha } => (SurrogateKind::Atan, alpha),
-            Surrogate::PiecewiseQuadratic { alpha } => (SurrogateKind::PiecewiseQuadratic, alpha),
-        };
+        let (surrogate, alpha) = self.surrogate.kernel_form();
         LifSpec {
             charge,
             tau: self.tau as f32,
@@ -281,7 +210,7 @@ impl MultiStepNeuron {
             soft_reset: self.soft_reset,
             detach_reset: self.detach_reset,
             surrogate,
-            alpha: alpha as f32,
+            alpha,
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! A run over `R` ranks is the same optimization as one process: every rank draws the same
 //! global batches (the sampler does not depend on `R`), trains on its contiguous share of each
-//! ([`crate::trainer::batch_plan`] over `R × devices` parts), and the gradients (each share's
+//! ([`super::replicas::batch_plan`] over `R × devices` parts), and the gradients (each share's
 //! loss already weighted by its size) are summed over ranks in one flat buffer before the
 //! optimizer step, so every rank takes the same step. BatchNorm statistics stay per rank, and
 //! rank 0's are given to every rank before evaluation, as DDP's buffer broadcast. Evaluation is
@@ -64,6 +64,32 @@ pub fn launcher_local_rank() -> Option<usize> {
     ]
     .iter()
     .find_map(|k| std::env::var(k).ok()?.parse::<usize>().ok())
+}
+
+/// The MPI world when this process is one of several ranks (built with the `mpi` feature);
+/// `None` for a process started alone. Without the feature, being started by an MPI launcher
+/// as one of several ranks is an error: every rank would train alone.
+pub fn mpi_world() -> crate::error::Result<Option<std::rc::Rc<dyn Collective>>> {
+    #[cfg(feature = "mpi")]
+    {
+        let w = MpiWorld::init()?;
+        if w.size() > 1 {
+            return Ok(Some(std::rc::Rc::new(w)));
+        }
+        Ok(None)
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        if let Some(n) = launcher_world_size() {
+            return Err(crate::error::Error::Distributed(format!(
+                "started as one of {n} MPI ranks, but this statten was built without the `mpi` \
+                 cargo feature, so every rank would train alone: build it with `cargo build \
+                 --release --features mpi` (needs an MPI installation, e.g. Debian's \
+                 libopenmpi-dev and libclang-dev)"
+            )));
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(feature = "mpi")]

@@ -32,7 +32,7 @@
 //! (`conv::invariant` shows it).
 
 use super::{matmul, Geom, Mat, Scratch};
-use crate::cpu_kernels::{best_isa, SendPtr};
+use crate::kernels::cpu::{best_isa, SendPtr};
 use rayon::prelude::*;
 
 /// Transformed floats per chunk and buffer (16 MB), as the direct backward's columns.
@@ -155,6 +155,7 @@ unsafe fn transform_plane(
         for i in 0..4 {
             let p = &tp[i * pl..][..pl];
             let at = (i * 4 * channels + o) * t_all + first + ty * tw;
+            // SAFETY: the four rows start at `at + i·stride` (`i < 4`), `tw` floats each, inside `v`; each (channel, tile row) is written by one task only.
             let (o0, o1, o2, o3) = unsafe {
                 (
                     v.slice(at, tw),
@@ -289,6 +290,7 @@ pub(super) fn input_grad(
                 rs: t_all as isize,
                 cs: 1,
             };
+            // SAFETY: M[ξ] is written by the product of ξ alone (disjoint for distinct ξ).
             let dst = unsafe { mp.slice(xi * g.c * t_all, g.c * t_all) };
             matmul(dst, g.c, t_all, g.co, lhs, rhs, false, parallel);
         };
@@ -355,6 +357,7 @@ unsafe fn grad_plane(plane: &[f32], g: Geom, first: usize, t_all: usize, o: usiz
         for i in 0..4 {
             let p = &tp[i * pl..][..pl];
             let at = (i * 4 * g.co + o) * t_all + first + ty * tw;
+            // SAFETY: the four rows start at `at + i·stride` (`i < 4`), `tw` floats each, inside `v`; each (channel, tile row) is written by one task only.
             let (o0, o1, o2, o3) = unsafe {
                 (
                     y.slice(at, tw),
@@ -404,15 +407,18 @@ pub(super) fn weight_grad(x: &[f32], grad: &[f32], g: Geom, n: usize, chunk: usi
         let product = |xi: usize, parallel: bool| {
             // SAFETY: the products read Y[ξ] and V[ξ] and write dU[ξ]: disjoint for distinct ξ.
             let lhs = Mat {
+                // SAFETY: Y[ξ] is read only (disjoint for distinct ξ).
                 ptr: unsafe { yp.slice(xi * co * t_all, co * t_all) }.as_ptr(),
                 rs: t_all as isize,
                 cs: 1,
             };
             let rhs = Mat {
+                // SAFETY: V[ξ] is read only.
                 ptr: unsafe { vp.slice(xi * c * t_all, c * t_all) }.as_ptr(),
                 rs: 1,
                 cs: t_all as isize,
             };
+            // SAFETY: dU[ξ] is written by the product of ξ alone.
             let dst = unsafe { dup.slice(xi * co * c, co * c) };
             matmul(dst, co, c, t_all, lhs, rhs, n0 > 0, parallel);
         };

@@ -72,7 +72,7 @@ pub(super) fn scan(x: &[f32]) -> Scan {
     let (nnz, other) = x
         .par_chunks(1 << 16)
         .map(|c| {
-            crate::cpu_kernels::best_isa(
+            crate::kernels::cpu::best_isa(
                 #[inline(always)]
                 || {
                     let (mut nnz, mut other) = (0u32, 0u32);
@@ -150,10 +150,12 @@ impl Simd for Scalar {
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller provides a readable float at `p` (`Simd::load`'s contract).
         unsafe { *p }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: f32) {
+        // SAFETY: the caller provides a writable float at `p` (`Simd::store`'s contract).
         unsafe { *p = v }
     }
     #[inline(always)]
@@ -196,11 +198,13 @@ mod x86 {
                 #[inline]
                 #[target_feature(enable = $feat)]
                 unsafe fn load(p: *const f32) -> $v {
+                    // SAFETY: the caller provides `W` readable floats at `p`; this function runs only where the caller checked the CPU for the feature.
                     unsafe { $load(p) }
                 }
                 #[inline]
                 #[target_feature(enable = $feat)]
                 unsafe fn store(p: *mut f32, v: $v) {
+                    // SAFETY: the caller provides `W` writable floats at `p`; this function runs only where the caller checked the CPU for the feature.
                     unsafe { $store(p, v) }
                 }
                 #[inline]
@@ -258,6 +262,7 @@ impl<S: Simd, const CB: usize> Acc<S, CB> {
     #[inline(always)]
     unsafe fn zero() -> Self {
         Self {
+            // SAFETY: `S`'s instructions are available (this function's contract).
             v: [unsafe { S::zero() }; 64],
         }
     }
@@ -265,8 +270,10 @@ impl<S: Simd, const CB: usize> Acc<S, CB> {
     /// From `CB` floats at `p`.
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: `S`'s instructions are available (this function's contract).
         let mut v = [unsafe { S::zero() }; 64];
         for (i, x) in v.iter_mut().enumerate().take(Self::N) {
+            // SAFETY: `S`'s instructions are available; the caller provides `CB` floats at `p`.
             *x = unsafe { S::load(p.add(i * S::W)) };
         }
         Self { v }
@@ -275,6 +282,7 @@ impl<S: Simd, const CB: usize> Acc<S, CB> {
     #[inline(always)]
     unsafe fn store(&self, p: *mut f32) {
         for i in 0..Self::N {
+            // SAFETY: `S`'s instructions are available; the caller provides `CB` writable floats at `p`.
             unsafe { S::store(p.add(i * S::W), self.v[i]) };
         }
     }
@@ -284,11 +292,14 @@ impl<S: Simd, const CB: usize> Acc<S, CB> {
     unsafe fn add_row<const BIN: bool>(&mut self, x: f32, p: *const f32) {
         if BIN {
             for i in 0..Self::N {
+                // SAFETY: `S`'s instructions are available; the caller provides `CB` floats at `p`.
                 self.v[i] = unsafe { S::add(self.v[i], S::load(p.add(i * S::W))) };
             }
         } else {
+            // SAFETY: `S`'s instructions are available (this function's contract).
             let x = unsafe { S::splat(x) };
             for i in 0..Self::N {
+                // SAFETY: `S`'s instructions are available; the caller provides `CB` floats at `p`.
                 self.v[i] = unsafe { S::add(self.v[i], S::mul(x, S::load(p.add(i * S::W)))) };
             }
         }
@@ -302,10 +313,12 @@ macro_rules! with_best_simd {
         {
             #[target_feature(enable = "avx512f")]
             unsafe fn v4<const CB: usize, const BIN: bool>(a: $args_ty<'_>) {
+                // SAFETY: AVX-512F is enabled in this function; the arguments are the task's own (its contract holds as for the caller).
                 unsafe { $task::<x86::Avx512, CB, BIN>(a) }
             }
             #[target_feature(enable = "avx2")]
             unsafe fn v3<const CB: usize, const BIN: bool>(a: $args_ty<'_>) {
+                // SAFETY: AVX2 is enabled in this function; the arguments are the task's own.
                 unsafe { $task::<x86::Avx2, CB, BIN>(a) }
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -315,6 +328,7 @@ macro_rules! with_best_simd {
                 // SAFETY: the CPU has AVX2.
                 unsafe { v3::<$cb, $bin>($args) }
             } else {
+                // SAFETY: the scalar form needs no CPU feature; the arguments are the task's own.
                 unsafe { $task::<Scalar, $cb, $bin>($args) }
             }
         }
@@ -546,7 +560,7 @@ fn per_output_block<const CB: usize>(
 ) -> Vec<f32> {
     let (hw, blocks) = (g.hw(), g.co.div_ceil(CB));
     let mut y = vec![0f32; n * g.co * hw];
-    let ptr = crate::cpu_kernels::SendPtr(y.as_mut_ptr());
+    let ptr = crate::kernels::cpu::SendPtr(y.as_mut_ptr());
     (0..n * blocks).into_par_iter().for_each(|t| {
         let (s, b) = (t / blocks, t % blocks);
         let width = CB.min(g.co - b * CB);
@@ -607,6 +621,7 @@ unsafe fn forward_task<S: Simd, const CB: usize, const BIN: bool>(a: FwdArgs<'_>
     let mut tile = vec![0f32; g.w * CB];
     for oh in 0..g.h {
         for ow in 0..g.w {
+            // SAFETY: `S`'s instructions are available (this function's contract).
             let mut acc = unsafe { Acc::<S, CB>::zero() };
             for kh in 0..k {
                 let ih = oh + kh;
@@ -819,6 +834,7 @@ unsafe fn weight_grad_task<S: Simd, const CB: usize, const BIN: bool>(a: GradArg
         for kh in 0..k {
             for kw in 0..k {
                 let slot = a.acc[(kh * k + kw) * cop + b * CB..][..CB].as_mut_ptr();
+                // SAFETY: `slot` is `CB` floats of `acc` (checked by the assertion above).
                 let mut acc = unsafe { Acc::<S, CB>::load(slot) };
                 for s in 0..nb {
                     for j in a.lists.range(s * g.c + a.ci) {
@@ -835,6 +851,7 @@ unsafe fn weight_grad_task<S: Simd, const CB: usize, const BIN: bool>(a: GradArg
                         unsafe { acc.add_row::<BIN>(*val.get_unchecked(j), dyb.add(q * CB)) };
                     }
                 }
+                // SAFETY: as the load above: `CB` floats of `acc`.
                 unsafe { acc.store(slot) };
             }
         }
@@ -847,7 +864,7 @@ fn pixel_masks(x: &[f32], g: Geom, n: usize) -> Vec<u64> {
     let (hw, groups) = (g.hw(), g.c.div_ceil(64));
     let mut masks = vec![0u64; n * groups * hw];
     masks.par_chunks_mut(hw).enumerate().for_each(|(i, dst)| {
-        crate::cpu_kernels::best_isa(
+        crate::kernels::cpu::best_isa(
             #[inline(always)]
             || {
                 let (s, grp) = (i / groups, i % groups);
@@ -913,6 +930,7 @@ unsafe fn forward_masked_task<S: Simd, const CB: usize, const BIN: bool>(a: Mask
         for (pix, &mask) in a.masks[grp * hw..][..hw].iter().enumerate() {
             // SAFETY: the tile holds `hw · CB` floats.
             let t = unsafe { tile.as_mut_ptr().add(pix * CB) };
+            // SAFETY: `t` is `CB` floats of the tile (`hw · CB` floats).
             let mut acc = unsafe { Acc::<S, CB>::load(t) };
             let mut m = mask;
             while m != 0 {
@@ -920,6 +938,7 @@ unsafe fn forward_masked_task<S: Simd, const CB: usize, const BIN: bool>(a: Mask
                 unsafe { acc.add_row::<BIN>(1.0, rows.add(m.trailing_zeros() as usize * CB)) };
                 m &= m - 1;
             }
+            // SAFETY: as the load above.
             unsafe { acc.store(t) };
         }
     }

@@ -6,8 +6,10 @@
 //! only in some rows or columns, output gradients with dead channels), at 1–3 threads.
 //! Winograd is checked to *break* it, which is why it is an opt-in.
 
-use super::accuracy::{self, on_threads, random_shape, Pattern, Rng, Shape, Sums};
 use super::*;
+use crate::conv::accuracy::{self, on_threads, random_shape, Pattern, Rng, Shape, Sums};
+use crate::conv::*;
+use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 
