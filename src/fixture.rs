@@ -301,6 +301,36 @@ impl Fixture {
                 .ok_or_else(|| self.bad("chunk_size", "is not an integer"))?
                 as usize,
         };
+        let (neuron, attn_vth) = self.neuron_config()?;
+        let pooling_stat = self.opt_str("pooling_stat")?.unwrap_or("0011").to_string();
+        let embed_dim = self.usize_key("embed_dim")?;
+        let num_heads = self.usize_key("num_heads")?;
+        self.check_fixed_settings(embed_dim, num_heads)?;
+        Ok(ModelConfig {
+            arch,
+            attention,
+            embed_dim,
+            depth: self.usize_key("depth")?,
+            num_heads,
+            mlp_ratio: self.usize_key("mlp_ratio")?,
+            time_steps,
+            chunk_size,
+            in_channels: self.usize_key("in_channels")?,
+            img_size: self.usize_key("img_size")?,
+            num_classes: self.usize_key("num_classes")?,
+            pooling_stat,
+            dvs: self.opt_bool("dvs")?.unwrap_or(false),
+            tet: false,
+            attn_v_threshold: attn_vth,
+            statten_scale: None,
+            sdsa_pool_q: true,
+            neuron,
+        })
+    }
+
+    /// The neurons' settings (surrogate, thresholds, reset, decay) and the attention LIF's
+    /// threshold.
+    fn neuron_config(&self) -> Result<(NeuronConfig, f64), String> {
         let alpha = self.opt_f64_in(&self.config, "", "alpha")?;
         let surrogate = match self.opt_str("surrogate")?.unwrap_or("sigmoid") {
             "sigmoid" => Surrogate::Sigmoid {
@@ -342,29 +372,6 @@ impl Fixture {
             surrogate,
             ..NeuronConfig::default()
         };
-        let pooling_stat = self.opt_str("pooling_stat")?.unwrap_or("0011").to_string();
-        let embed_dim = self.usize_key("embed_dim")?;
-        let num_heads = self.usize_key("num_heads")?;
-        self.check_fixed_settings(embed_dim, num_heads)?;
-        Ok(ModelConfig {
-            arch,
-            attention,
-            embed_dim,
-            depth: self.usize_key("depth")?,
-            num_heads,
-            mlp_ratio: self.usize_key("mlp_ratio")?,
-            time_steps,
-            chunk_size,
-            in_channels: self.usize_key("in_channels")?,
-            img_size: self.usize_key("img_size")?,
-            num_classes: self.usize_key("num_classes")?,
-            pooling_stat,
-            dvs: self.opt_bool("dvs")?.unwrap_or(false),
-            tet: false,
-            attn_v_threshold: attn_vth,
-            statten_scale: None,
-            sdsa_pool_q: true,
-            neuron,
-        })
+        Ok((neuron, attn_vth))
     }
 }

@@ -50,6 +50,15 @@ plot = false
 "#
 );
 
+/// Options that resume the run in `out` from `checkpoint`.
+fn resuming(out: &Path, checkpoint: &Path) -> RunOptions {
+    RunOptions {
+        output: out.to_path_buf(),
+        resume: Some(checkpoint.to_path_buf()),
+        ..Default::default()
+    }
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = common::scratch_dir("faults", name);
     let _ = std::fs::remove_dir(&d);
@@ -112,16 +121,9 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
 
     // Resuming with another config is refused unless asked for.
     let other = cfg(&["optimizer.lr=1e-3"]);
-    let e = run(
-        &other,
-        RunOptions {
-            output: out.clone(),
-            resume: Some(p.checkpoint.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = run(&other, resuming(&out, &p.checkpoint))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("another config") && e.contains("--allow-config-change"),
         "{e}"
@@ -159,16 +161,9 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink("/dev/full", &tmp_name).unwrap();
-        let e = run(
-            &c,
-            RunOptions {
-                output: out.clone(),
-                resume: Some(p.checkpoint.clone()),
-                ..Default::default()
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = run(&c, resuming(&out, &p.checkpoint))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("last.safetensors") && e.to_lowercase().contains("no space"),
             "{e}"
@@ -187,15 +182,7 @@ fn a_stop_mid_epoch_and_a_full_disk_lose_nothing() {
     println!("skipped: the full-disk case needs /dev/full (unix)");
 
     // The intact checkpoint resumes to exactly the uninterrupted run.
-    let resumed = run(
-        &c,
-        RunOptions {
-            output: out.clone(),
-            resume: Some(p.checkpoint.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let resumed = run(&c, resuming(&out, &p.checkpoint)).unwrap();
     assert_same(&full.history, &resumed.history);
     // metrics.jsonl lists every epoch once.
     let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();

@@ -18,17 +18,18 @@
 //! batch. Every sum has a fixed order: results do not depend on the thread count.
 //!
 //! When few enough of the inputs are non-zero — spikes — the forward and the weight gradient run
-//! over the non-zeros only (the `sparse` submodule): a row of additions per non-zero instead of
-//! a multiply-add per element. The output then equals Burn's to rounding (another summation
-//! order); the choice depends on the data alone, so runs stay reproducible.
+//! over the non-zeros only (`kernels::cpu::conv::sparse`): a row of additions per non-zero
+//! instead of a multiply-add per element. The output then equals Burn's to rounding (another
+//! summation order); the choice depends on the data alone, so runs stay reproducible.
 //!
 //! Every kernel taken by default keeps the accuracy invariant of [`algorithm`] (each output
 //! within `γ_n · Σ|terms|` of the float64 sum, so exact zeros stay exact). Two others are
 //! chosen with [`ConvAlgorithm`] (`train.conv_algorithm`, `--conv-algorithm`, or
 //! [`with_algorithm`] around a step): `winograd`, Winograd's F(2×2, 3×3) for both gradients of
-//! 3×3 layers with 16 channels or more on each side (the `winograd` submodule; 2.25× fewer
-//! multiply-adds, **not reference-exact**), and `float64`, every sum in float64 (the `float64`
-//! submodule; the oracle of the whole-model checks).
+//! 3×3 layers with 16 channels or more on each side (`kernels::cpu::conv::winograd`; 2.25×
+//! fewer multiply-adds, **not reference-exact**), and `float64`, every sum in float64
+//! (`kernels::cpu::conv::float64`; the oracle of the whole-model checks). The CPU kernels are
+//! in `kernels::cpu::conv`; this file holds the operator, its backward and the GPU path.
 //!
 //! Backends: `Flex` and `Autodiff` over it. On CubeCL devices (wgpu) a `k×k` convolution runs
 //! as im2col and one matrix product in tensor operations ([`gemm_conv`]); other devices use

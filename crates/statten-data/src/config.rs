@@ -388,16 +388,7 @@ impl DataConfig {
     ) -> Result<Arc<dyn Dataset>> {
         let root = self.resolved_root()?;
         let train = augment;
-        let not_found = |e: DataError| {
-            if e.message.contains("not found") {
-                DataError::new(
-                    &e.path,
-                    format!("{} — {}", e.message, self.dataset.download_hint()),
-                )
-            } else {
-                e
-            }
-        };
+        let not_found = |e: DataError| self.with_download_hint(e);
         let tr = |cfg: &ImageTransformConfig| {
             ImageTransform::new(cfg.clone(), train)
                 .map_err(|e| DataError::new("data.transform", e.0))
@@ -466,18 +457,33 @@ impl DataConfig {
                 .map_err(not_found)?,
             ),
         };
+        Ok(self.limited(split, ds))
+    }
+
+    /// A "not found" error with the dataset's download hint added.
+    fn with_download_hint(&self, e: DataError) -> DataError {
+        if e.message.contains("not found") {
+            let message = format!("{} — {}", e.message, self.dataset.download_hint());
+            DataError::new(&e.path, message)
+        } else {
+            e
+        }
+    }
+
+    /// The first `train_limit` / `test_limit` samples of `ds` (0: all of them).
+    fn limited(&self, split: Split, ds: Arc<dyn Dataset>) -> Arc<dyn Dataset> {
         let limit = if split == Split::Train {
             self.train_limit
         } else {
             self.test_limit
         };
         if limit > 0 && limit < ds.len() {
-            return Ok(Arc::new(Subset {
+            return Arc::new(Subset {
                 inner: ds,
                 indices: (0..limit).collect(),
-            }));
+            });
         }
-        Ok(ds)
+        ds
     }
 }
 

@@ -55,7 +55,7 @@ pub struct RateAccumulator {
 impl RateAccumulator {
     /// Sum the statistics over ranks (a rank without batches holds none and takes the sums;
     /// the layer names are those of the ranks that have them).
-    pub fn all_reduce(&mut self, w: &dyn crate::dist::Collective) {
+    pub fn all_reduce(&mut self, w: &dyn crate::parallel::Collective) {
         let mut len = [self.names.len() as f64, !self.names.is_empty() as u8 as f64];
         w.all_reduce_sum_f64(&mut len);
         let l = if len[1] > 0.0 {

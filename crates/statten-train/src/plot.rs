@@ -220,6 +220,54 @@ fn y_range(lines: &[Line], lo: f64, hi: f64) -> (f64, f64) {
 fn draw(runs: &[Curves], epochs: f64, title: &str, path: &Path) -> Result<(), String> {
     register_font()?;
     let err = |e: &dyn std::fmt::Display| format!("{}: drawing the plot: {e}", path.display());
+    let (loss, acc, lr) = panel_lines(runs);
+    let mut buf = vec![255u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let root = root
+            .titled(title, (FAMILY, 24).into_font().color(&BLACK))
+            .map_err(|e| err(&e))?;
+        let panels = root.split_evenly((1, 3));
+        let x_max = epochs.max(2.0);
+        let specs: [Panel; 3] = [
+            (
+                "loss",
+                "loss",
+                &loss,
+                y_range(&loss, f64::MIN, f64::MAX),
+                SeriesLabelPosition::UpperRight,
+            ),
+            (
+                "accuracy",
+                "accuracy (%)",
+                &acc,
+                y_range(&acc, 0.0, 100.0),
+                SeriesLabelPosition::LowerRight,
+            ),
+            (
+                "learning rate",
+                "learning rate",
+                &lr,
+                y_range(&lr, 0.0, f64::MAX),
+                SeriesLabelPosition::UpperRight,
+            ),
+        ];
+        for (area, spec) in panels.iter().zip(specs) {
+            draw_panel(area, spec, x_max, &err)?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    let img = image::RgbImage::from_raw(W, H, buf).ok_or_else(|| err(&"buffer size"))?;
+    let tmp = path.with_extension("png.tmp");
+    img.save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The lines of the three panels (loss, accuracy, learning rate) of `runs`: one run in the
+/// palette's colours, several in one colour each (train dashed, no top-5).
+fn panel_lines(runs: &[Curves]) -> (Vec<Line>, Vec<Line>, Vec<Line>) {
     let single = runs.len() == 1;
     let mut loss = Vec::new();
     let mut acc = Vec::new();
@@ -275,123 +323,93 @@ fn draw(runs: &[Curves], epochs: f64, title: &str, path: &Path) -> Result<(), St
             dashed: false,
         });
     }
-    let mut buf = vec![255u8; (W * H * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let root = root
-            .titled(title, (FAMILY, 24).into_font().color(&BLACK))
-            .map_err(|e| err(&e))?;
-        let panels = root.split_evenly((1, 3));
-        let x_max = epochs.max(2.0);
-        let specs: [Panel; 3] = [
-            (
-                "loss",
-                "loss",
-                &loss,
-                y_range(&loss, f64::MIN, f64::MAX),
-                SeriesLabelPosition::UpperRight,
-            ),
-            (
-                "accuracy",
-                "accuracy (%)",
-                &acc,
-                y_range(&acc, 0.0, 100.0),
-                SeriesLabelPosition::LowerRight,
-            ),
-            (
-                "learning rate",
-                "learning rate",
-                &lr,
-                y_range(&lr, 0.0, f64::MAX),
-                SeriesLabelPosition::UpperRight,
-            ),
-        ];
-        for (area, (caption, y_desc, lines, (y0, y1), pos)) in panels.iter().zip(specs) {
-            let mut chart = ChartBuilder::on(area)
-                .caption(caption, (FAMILY, 18))
-                .margin(12)
-                .x_label_area_size(42)
-                .y_label_area_size(72)
-                .build_cartesian_2d(1.0..x_max, y0..y1)
-                .map_err(|e| err(&e))?;
-            let sci = caption == "learning rate";
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .y_desc(y_desc)
-                .axis_desc_style((FAMILY, 15))
-                .label_style((FAMILY, 13))
-                .x_labels((x_max as usize).clamp(2, 10))
-                .y_labels(8)
-                // Epochs are whole numbers: ticks between them get no label.
-                .x_label_formatter(&|v| {
-                    if (v - v.round()).abs() < 1e-6 {
-                        format!("{v:.0}")
-                    } else {
-                        String::new()
-                    }
-                })
-                .y_label_formatter(&|v| {
-                    if sci {
-                        format!("{v:.1e}")
-                    } else if (y1 - y0) < 0.1 {
-                        format!("{v:.4}")
-                    } else if (y1 - y0) < 5.0 {
-                        format!("{v:.2}")
-                    } else {
-                        format!("{v:.0}")
-                    }
-                })
-                .light_line_style(RGBColor(235, 235, 235))
-                .bold_line_style(RGBColor(210, 210, 210))
-                .draw()
-                .map_err(|e| err(&e))?;
-            let mut labelled = false;
-            for l in lines.iter().filter(|l| !l.points.is_empty()) {
-                let style = l.color.stroke_width(2);
-                let color = l.color;
-                let series = if l.dashed {
-                    chart.draw_series(DashedLineSeries::new(l.points.iter().copied(), 6, 4, style))
-                } else {
-                    chart.draw_series(LineSeries::new(l.points.iter().copied(), style))
-                }
-                .map_err(|e| err(&e))?;
-                let dashed = l.dashed;
-                series.label(l.label.clone()).legend(move |(x, y)| {
-                    let pts = if dashed {
-                        vec![(x, y), (x + 8, y)]
-                    } else {
-                        vec![(x, y), (x + 20, y)]
-                    };
-                    PathElement::new(pts, color.stroke_width(2))
-                });
-                labelled = true;
-                // Sparse series (eval every N epochs, or a run's first epoch): mark the points.
-                if l.points.len() <= 40 {
-                    chart
-                        .draw_series(l.points.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                        .map_err(|e| err(&e))?;
-                }
+    (loss, acc, lr)
+}
+
+/// One panel: axes with epoch ticks, the lines (points marked where sparse) and a legend.
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    (caption, y_desc, lines, (y0, y1), pos): Panel<'_>,
+    x_max: f64,
+    err: &dyn Fn(&dyn std::fmt::Display) -> String,
+) -> Result<(), String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FAMILY, 18))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(72)
+        .build_cartesian_2d(1.0..x_max, y0..y1)
+        .map_err(|e| err(&e))?;
+    let sci = caption == "learning rate";
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .axis_desc_style((FAMILY, 15))
+        .label_style((FAMILY, 13))
+        .x_labels((x_max as usize).clamp(2, 10))
+        .y_labels(8)
+        // Epochs are whole numbers: ticks between them get no label.
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-6 {
+                format!("{v:.0}")
+            } else {
+                String::new()
             }
-            if labelled {
-                chart
-                    .configure_series_labels()
-                    .position(pos)
-                    .label_font((FAMILY, 13))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(RGBColor(160, 160, 160))
-                    .draw()
-                    .map_err(|e| err(&e))?;
+        })
+        .y_label_formatter(&|v| {
+            if sci {
+                format!("{v:.1e}")
+            } else if (y1 - y0) < 0.1 {
+                format!("{v:.4}")
+            } else if (y1 - y0) < 5.0 {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.0}")
             }
+        })
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(210, 210, 210))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let mut labelled = false;
+    for l in lines.iter().filter(|l| !l.points.is_empty()) {
+        let style = l.color.stroke_width(2);
+        let color = l.color;
+        let series = if l.dashed {
+            chart.draw_series(DashedLineSeries::new(l.points.iter().copied(), 6, 4, style))
+        } else {
+            chart.draw_series(LineSeries::new(l.points.iter().copied(), style))
         }
-        root.present().map_err(|e| err(&e))?;
+        .map_err(|e| err(&e))?;
+        let dashed = l.dashed;
+        series.label(l.label.clone()).legend(move |(x, y)| {
+            let pts = if dashed {
+                vec![(x, y), (x + 8, y)]
+            } else {
+                vec![(x, y), (x + 20, y)]
+            };
+            PathElement::new(pts, color.stroke_width(2))
+        });
+        labelled = true;
+        // Sparse series (eval every N epochs, or a run's first epoch): mark the points.
+        if l.points.len() <= 40 {
+            chart
+                .draw_series(l.points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                .map_err(|e| err(&e))?;
+        }
     }
-    let img = image::RgbImage::from_raw(W, H, buf).ok_or_else(|| err(&"buffer size"))?;
-    let tmp = path.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    if labelled {
+        chart
+            .configure_series_labels()
+            .position(pos)
+            .label_font((FAMILY, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

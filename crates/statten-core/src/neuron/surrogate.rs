@@ -101,9 +101,8 @@ pub enum SurrogateKind {
 }
 
 impl SurrogateKind {
-    /// The kernels' code of this kind (the `SG` parameter of the CPU kernel, a comptime
-    /// value of the CubeCL one).
-    #[cfg(any(feature = "flex", feature = "wgpu"))]
+    /// The CubeCL kernel's comptime code of this kind (the CPU kernel matches on the kind).
+    #[cfg(feature = "wgpu")]
     pub(crate) fn code(self) -> u32 {
         match self {
             SurrogateKind::Sigmoid => 0,

@@ -135,30 +135,67 @@ pub fn evaluate_sharded(
         ));
     }
     pb.finish_and_clear();
+    let mut sums = EvalSums {
+        loss,
+        images: n,
+        top1: c1,
+        top5: c5,
+        rates,
+    };
     if let Some(w) = world.filter(|_| ranks > 1) {
-        let (ls, ln) = loss.parts();
-        let mut sums = [ls, ln, n as f64, c1 as f64, c5 as f64];
+        sums.all_reduce(w, monitor);
+    }
+    Ok(sums.result())
+}
+
+/// The sums of an evaluation (on one rank, or over all after [`EvalSums::all_reduce`]).
+struct EvalSums {
+    loss: Mean,
+    images: usize,
+    top1: usize,
+    top5: usize,
+    rates: RateAccumulator,
+}
+
+impl EvalSums {
+    /// Every rank's sums on every rank (the firing statistics too when recorded).
+    fn all_reduce(&mut self, w: &dyn Collective, monitor: bool) {
+        let (ls, ln) = self.loss.parts();
+        let mut sums = [
+            ls,
+            ln,
+            self.images as f64,
+            self.top1 as f64,
+            self.top5 as f64,
+        ];
         w.all_reduce_sum_f64(&mut sums);
-        loss = Mean::from_parts(sums[0], sums[1]);
-        (n, c1, c5) = (sums[2] as usize, sums[3] as usize, sums[4] as usize);
+        self.loss = Mean::from_parts(sums[0], sums[1]);
+        self.images = sums[2] as usize;
+        self.top1 = sums[3] as usize;
+        self.top5 = sums[4] as usize;
         if monitor {
-            rates.all_reduce(w);
+            self.rates.all_reduce(w);
         }
     }
-    let pct = |c: usize| {
-        if n > 0 {
-            100.0 * c as f64 / n as f64
-        } else {
-            0.0
+
+    /// Mean loss and top-1/top-5 in % (0 without images).
+    fn result(self) -> EvalResult {
+        let n = self.images;
+        let pct = |c: usize| {
+            if n > 0 {
+                100.0 * c as f64 / n as f64
+            } else {
+                0.0
+            }
+        };
+        EvalResult {
+            loss: self.loss.get(),
+            top1: pct(self.top1),
+            top5: pct(self.top5),
+            images: n,
+            rates: self.rates,
         }
-    };
-    Ok(EvalResult {
-        loss: loss.get(),
-        top1: pct(c1),
-        top5: pct(c5),
-        images: n,
-        rates,
-    })
+    }
 }
 
 /// Evaluate a checkpoint (a statten checkpoint, or reference weights `.safetensors`/`.pth`) on

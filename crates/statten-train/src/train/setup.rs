@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use statten_core::models::StattenModel;
+use statten_data::loader::Loader;
 
 use super::data::{datasets, nb_of, test_loader, train_loader};
 use super::{LogWindow, RunOptions, Trainer};
@@ -35,16 +36,7 @@ impl<'a> Trainer<'a> {
         let replicas = replicas(cfg, opts)?;
         let base = device_from_name(&replicas.names[0])?;
         let ad = replicas.devices[0].clone();
-        let (train_ds, test_ds) = datasets(cfg)?;
-        let train_loader = train_loader(cfg, train_ds.clone());
-        let test_loader = test_loader(cfg, test_ds);
-        if train_loader.num_batches() == 0 {
-            return Err(Error::Data(format!(
-                "the training set has {} samples, fewer than one batch of {}",
-                train_ds.len(),
-                cfg.train.batch_size
-            )));
-        }
+        let (train_loader, test_loader) = loaders(cfg)?;
         // Read the checkpoint before touching the run directory: a bad one changes nothing.
         if let Some(ck) = &opts.resume {
             check_resume_config(cfg, opts, &checkpoint::read_meta(ck)?, ck)?;
@@ -115,6 +107,20 @@ impl<'a> Trainer<'a> {
             log: LogWindow::default(),
         })
     }
+}
+
+/// The training and evaluation loaders of the config's datasets (at least one training batch).
+fn loaders(cfg: &RunConfig) -> Result<(Loader, Loader)> {
+    let (train_ds, test_ds) = datasets(cfg)?;
+    let train = train_loader(cfg, train_ds.clone());
+    if train.num_batches() == 0 {
+        return Err(Error::Data(format!(
+            "the training set has {} samples, fewer than one batch of {}",
+            train_ds.len(),
+            cfg.train.batch_size
+        )));
+    }
+    Ok((train, test_loader(cfg, test_ds)))
 }
 
 /// This process's devices (probed) and rank. Data parallel: the batch is split over

@@ -7,6 +7,9 @@ pub(crate) mod batch_norm;
 pub(crate) mod conv;
 pub(crate) mod lif;
 pub(crate) mod max_pool;
+pub(crate) mod simd;
+
+pub(crate) use simd::best_isa;
 
 /// A raw pointer that may cross threads; each task writes a disjoint set of indices.
 #[derive(Clone, Copy)]
@@ -26,31 +29,6 @@ impl SendPtr {
         // SAFETY: in bounds and not overlapping another live slice (this function's contract).
         unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
     }
-}
-
-/// Runs `f` compiled for AVX2 where the CPU has it, else as is. The crate is built for baseline
-/// x86-64 (SSE2) so that one binary runs everywhere; the plain-Rust loops of the CPU kernels
-/// (BatchNorm's sums, im2col/col2im, scans) get twice the vector width this way. Same
-/// arithmetic either way: Rust never fuses a multiply and an add on its own, and vectorising
-/// does not reorder a sum that is written in a fixed order.
-///
-/// Mark the closure `#[inline(always)]` and keep the work in `#[inline(always)]` functions:
-/// only what is inlined into the AVX2 function is compiled for AVX2, and a closure in another
-/// codegen unit is not inlined otherwise.
-#[inline(always)]
-pub(crate) fn best_isa<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
 }
 
 /// The f32 elements of a flex tensor in row-major order, borrowed when it is contiguous.

@@ -1,216 +1,19 @@
-//! Parity checks of a model against a PyTorch reference fixture: eval and train logits, loss,
-//! spike counts per layer, every parameter gradient, BatchNorm running statistics after the
-//! train forward, and parameters after one AdamW step (also the optimizer alone).
-//!
-//! Tolerances are those recommended by the fixtures' README (§6).
+//! The check groups of a parity run, one function each: spike counts, values (logits, loss),
+//! gradients, BatchNorm statistics after the train forward, parameters after one AdamW step.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::path::Path;
 
-use burn::module::{Module, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use statten_core::checkpoint::{load_reference, named_tensors, NamedTensor};
-use statten_core::models::{Input, ModelConfig, StattenModel};
-use statten_core::monitor::Monitor;
-use statten_train::objective::{Objective, Targets};
+use statten_core::models::{ModelConfig, StattenModel};
 use statten_train::optim::AdamW;
 
+use super::compare::*;
+use super::{CheckGroup, ParityOptions};
 use crate::fixture::{FixTensor, Fixture};
 
-/// Result of one group of checks.
-#[derive(Debug, Clone)]
-pub struct CheckGroup {
-    /// Group name (e.g. `logits_eval`).
-    pub name: String,
-    /// Largest absolute error in the group.
-    pub max_abs: f64,
-    /// Largest relative error in the group (rel-L2 per tensor where that is the criterion).
-    pub max_rel: f64,
-    /// Number of tensors / layers compared.
-    pub compared: usize,
-    /// Whether every comparison met its tolerance.
-    pub pass: bool,
-    /// The criterion and, on failure, the worst offenders.
-    pub detail: String,
-}
-
-impl fmt::Display for CheckGroup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:<22} {:>4} compared  max-abs {:>10.3e}  rel {:>10.3e}  {}  ({})",
-            self.name,
-            self.compared,
-            self.max_abs,
-            self.max_rel,
-            if self.pass { "PASS" } else { "FAIL" },
-            self.detail
-        )
-    }
-}
-
-/// All check groups of one fixture.
-#[derive(Debug, Clone)]
-pub struct ParityReport {
-    /// Fixture name.
-    pub fixture: String,
-    /// Groups in order.
-    pub groups: Vec<CheckGroup>,
-}
-
-impl ParityReport {
-    /// Whether every group passed.
-    pub fn pass(&self) -> bool {
-        self.groups.iter().all(|g| g.pass)
-    }
-
-    /// A group by name.
-    pub fn group(&self, name: &str) -> Option<&CheckGroup> {
-        self.groups.iter().find(|g| g.name == name)
-    }
-}
-
-/// Options of a parity run.
-#[derive(Debug, Clone, Default)]
-pub struct ParityOptions {
-    /// Relax the gradient tolerance of the SDT SPS stage 1–3 tensors to 0.1 (for backends whose
-    /// convolution is not position-independent, see the fixtures README §6).
-    pub relax_sps_ties: bool,
-}
-
-/// Largest |a − b|; NaN when either side holds a NaN (a NaN must never look like agreement),
-/// infinite when the lengths differ.
-fn max_abs(a: &[f64], b: &[f64]) -> f64 {
-    if a.len() != b.len() {
-        return f64::INFINITY;
-    }
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m, d| {
-            if m.is_nan() || d.is_nan() {
-                f64::NAN
-            } else {
-                m.max(d)
-            }
-        })
-}
-
-/// Why two tensors cannot be compared value by value: different lengths, or a NaN/Inf on
-/// either side. `None` when both are finite and of one length.
-fn unfit(ours: &[f64], reference: &[f64]) -> Option<String> {
-    if ours.len() != reference.len() {
-        return Some(format!(
-            "{} values vs the reference's {}",
-            ours.len(),
-            reference.len()
-        ));
-    }
-    for (side, v) in [("ours", ours), ("the reference's", reference)] {
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Some(format!("{side} value {i} is {}", v[i]));
-        }
-    }
-    None
-}
-
-/// `x <= tol`, false for NaN.
-fn within(x: f64, tol: f64) -> bool {
-    x <= tol
-}
-
-fn rel_l2(a: &[f64], reference: &[f64]) -> f64 {
-    if a.len() != reference.len() {
-        return f64::INFINITY;
-    }
-    let num: f64 = a
-        .iter()
-        .zip(reference)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f64>()
-        .sqrt();
-    let den: f64 = reference.iter().map(|y| y * y).sum::<f64>().sqrt();
-    if den == 0.0 {
-        num
-    } else {
-        num / den
-    }
-}
-
-fn to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data")
-        .into_iter()
-        .map(|v| v as f64)
-        .collect()
-}
-
-fn tensor_from<const D: usize>(t: &FixTensor, device: &Device) -> Tensor<D> {
-    let v: Vec<f32> = t.values.iter().map(|&x| x as f32).collect();
-    Tensor::from_data(TensorData::new(v, t.shape.clone()), device)
-}
-
-/// Transpose a 2-D `[a, b]` row-major buffer.
-fn transpose2(v: &[f64], a: usize, b: usize) -> Vec<f64> {
-    let mut out = vec![0.0; v.len()];
-    for i in 0..a {
-        for j in 0..b {
-            out[j * a + i] = v[i * b + j];
-        }
-    }
-    out
-}
-
-fn grad_of(grads: &GradientsParams, nt: &NamedTensor) -> Option<Vec<f64>> {
-    let id = ParamId::from(nt.param_id?);
-    let g = match nt.shape.len() {
-        1 => grads.get::<1>(id).map(to_f64),
-        2 => grads.get::<2>(id).map(to_f64),
-        3 => grads.get::<3>(id).map(to_f64),
-        4 => grads.get::<4>(id).map(to_f64),
-        _ => None,
-    }?;
-    // Burn Linear weights are [in, out]; the reference's are [out, in] (as in `nt`).
-    Some(if nt.shape.len() == 2 {
-        transpose2(&g, nt.shape[1], nt.shape[0])
-    } else {
-        g
-    })
-}
-
-fn register_grad(grads: &mut GradientsParams, nt: &NamedTensor, g: &FixTensor, device: &Device) {
-    let id = ParamId::from(nt.param_id.expect("parameter"));
-    match nt.shape.len() {
-        1 => grads.register::<1>(id, tensor_from(g, device)),
-        2 => {
-            let t: Tensor<2> = tensor_from(g, device);
-            grads.register::<2>(id, t.transpose())
-        }
-        3 => grads.register::<3>(id, tensor_from(g, device)),
-        4 => grads.register::<4>(id, tensor_from(g, device)),
-        _ => {}
-    }
-}
-
-fn is_sps_stage_123(key: &str) -> bool {
-    [
-        "proj_conv.",
-        "proj_conv1.",
-        "proj_conv2.",
-        "proj_bn.",
-        "proj_bn1.",
-        "proj_bn2.",
-    ]
-    .iter()
-    .any(|p| key.starts_with(&format!("patch_embed.{p}")))
-}
-
-fn spike_group(
+pub(super) fn spike_group(
     name: &str,
     fx: &Fixture,
     prefix: &str,
@@ -270,7 +73,7 @@ fn spike_group(
     }
 }
 
-fn value_group(name: &str, ours: &[f64], reference: &FixTensor, tol: f64) -> CheckGroup {
+pub(super) fn value_group(name: &str, ours: &[f64], reference: &FixTensor, tol: f64) -> CheckGroup {
     let problem = unfit(ours, &reference.values);
     let ma = max_abs(ours, &reference.values);
     let rel = rel_l2(ours, &reference.values);
@@ -287,112 +90,6 @@ fn value_group(name: &str, ours: &[f64], reference: &FixTensor, tol: f64) -> Che
     }
 }
 
-fn input_of(fx: &Fixture, dvs: bool, device: &Device) -> Result<Input, String> {
-    let x = fx.tensor("input")?;
-    Ok(match (dvs, x.shape.len()) {
-        (false, 4) => Input::Static(tensor_from(x, device)),
-        (true, 5) => Input::Events(tensor_from(x, device)),
-        _ => {
-            return Err(format!(
-                "input of shape {:?} does not fit dvs = {dvs}",
-                x.shape
-            ))
-        }
-    })
-}
-
-/// Run every check of `fixture_dir` on `device` (a plain device; autodiff is added for the
-/// train forward).
-pub fn run_parity(
-    fixture_dir: &Path,
-    device: &Device,
-    opts: &ParityOptions,
-) -> Result<ParityReport, String> {
-    let fx = Fixture::load(fixture_dir)?;
-    let cfg = fx.model_config()?;
-    let t_steps = cfg.time_steps;
-    let ad = device.clone().autodiff();
-    let mut model: StattenModel = cfg.init(&ad).map_err(|e| e.to_string())?;
-    load_reference(&mut model, &fx.weights_path()).map_err(|e| e.to_string())?;
-    let weights_before = named_tensors(&model);
-    let mut groups = Vec::new();
-
-    // Eval forward (running statistics, no autodiff).
-    let eval_model = model.valid();
-    let mut mon = Monitor::enabled();
-    let x = input_of(&fx, cfg.dvs, device)?.encode(t_steps);
-    let logits_eval = eval_model.forward_monitored(x, &mut mon);
-    groups.push(spike_group(
-        "spikes_eval",
-        &fx,
-        "spike_count_eval/",
-        &mon.stats(),
-    ));
-    groups.push(value_group(
-        "logits_eval",
-        &to_f64(logits_eval),
-        fx.tensor("logits_eval")?,
-        1e-5,
-    ));
-
-    // Train forward + backward.
-    // The step `statten train` takes (forward over T, label-smoothed cross-entropy), on the
-    // fixture's batch.
-    let mut mon = Monitor::enabled();
-    let target = fx.tensor("target")?;
-    let target: Tensor<1, Int> = Tensor::from_data(
-        TensorData::new(
-            target.values.iter().map(|&v| v as i64).collect::<Vec<_>>(),
-            target.shape.clone(),
-        ),
-        &ad,
-    );
-    let objective = Objective::cross_entropy(&cfg, fx.label_smoothing()?);
-    let input = input_of(&fx, cfg.dvs, &ad)?;
-    let (loss, logits) = objective.forward_loss(&model, input, Targets::Hard(target), &mut mon);
-    groups.push(spike_group(
-        "spikes_train",
-        &fx,
-        "spike_count/",
-        &mon.stats(),
-    ));
-    groups.push(value_group(
-        "logits_train",
-        &to_f64(logits),
-        fx.tensor("logits_train")?,
-        1e-5,
-    ));
-    groups.push(value_group(
-        "loss_train",
-        &to_f64(loss.clone()),
-        fx.tensor("loss_train")?,
-        1e-5,
-    ));
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-
-    groups.push(grads_group(&fx, &weights_before, &grads, opts)?);
-    // BatchNorm running statistics after the train forward.
-    groups.push(bn_after_group(&fx, &named_tensors(&model)));
-    // One AdamW step with our gradients, and the optimizer alone on the reference gradients.
-    let (lr, acfg) = fx.optimizer()?;
-    let stepped = AdamW::new(acfg).step(lr, model, grads);
-    groups.push(after_step_group(
-        "after_step",
-        &fx,
-        &named_tensors(&stepped),
-        &weights_before,
-        lr,
-        true,
-    )?);
-
-    groups.push(adamw_alone_group(&fx, &cfg, &ad)?);
-
-    Ok(ParityReport {
-        fixture: fx.name(),
-        groups,
-    })
-}
-
 /// The reference's tensors under `prefix` that name none of `ours` (sorted).
 fn orphans<'a>(fx: &'a Fixture, prefix: &str, ours: &[NamedTensor]) -> Vec<&'a str> {
     let mut v: Vec<&str> = fx
@@ -407,7 +104,7 @@ fn orphans<'a>(fx: &'a Fixture, prefix: &str, ours: &[NamedTensor]) -> Vec<&'a s
 
 /// Our gradients against the reference's: per-tensor rel-L2, exact zeros where the reference
 /// has zero by construction, none where it has none.
-fn grads_group(
+pub(super) fn grads_group(
     fx: &Fixture,
     weights_before: &[NamedTensor],
     grads: &GradientsParams,
@@ -420,14 +117,7 @@ fn grads_group(
         .filter(|t| t.param_id.is_some())
         .cloned()
         .collect();
-    let mut g = CheckGroup {
-        name: "grads".into(),
-        max_abs: 0.0,
-        max_rel: 0.0,
-        compared: 0,
-        pass: true,
-        detail: String::new(),
-    };
+    let mut g = CheckGroup::empty("grads", "");
     let mut bad = Vec::new();
     let mut relaxed = 0;
     for nt in &params {
@@ -468,15 +158,11 @@ fn grads_group(
         }
         let rel = rel_l2(&ours, &reference.values);
         g.max_rel = g.max_rel.max(rel);
-        let tol = if opts.relax_sps_ties
+        let relax = opts.relax_sps_ties
             && is_sps_stage_123(key)
-            && fx.model_config()?.arch == statten_core::Arch::Sdt
-        {
-            relaxed += 1;
-            0.1
-        } else {
-            1e-4
-        };
+            && fx.model_config()?.arch == statten_core::Arch::Sdt;
+        relaxed += relax as usize;
+        let tol = if relax { 0.1 } else { 1e-4 };
         if !within(rel, tol) {
             bad.push(format!("{key}: rel-L2 {rel:.3e} > {tol:e}"));
         }
@@ -500,15 +186,8 @@ fn grads_group(
 }
 
 /// The BatchNorm running statistics after the train forward against the reference's.
-fn bn_after_group(fx: &Fixture, after_fwd: &[NamedTensor]) -> CheckGroup {
-    let mut g = CheckGroup {
-        name: "bn_after".into(),
-        max_abs: 0.0,
-        max_rel: 0.0,
-        compared: 0,
-        pass: true,
-        detail: "max abs <= 1e-6".into(),
-    };
+pub(super) fn bn_after_group(fx: &Fixture, after_fwd: &[NamedTensor]) -> CheckGroup {
+    let mut g = CheckGroup::empty("bn_after", "max abs <= 1e-6");
     let mut bad = Vec::new();
     for nt in after_fwd
         .iter()
@@ -532,7 +211,7 @@ fn bn_after_group(fx: &Fixture, after_fwd: &[NamedTensor]) -> CheckGroup {
             bad.push(format!("{}: {ma:.3e}", nt.name));
         }
     }
-    for k in orphans(fx, "bn_after/", &after_fwd) {
+    for k in orphans(fx, "bn_after/", after_fwd) {
         bad.push(format!(
             "{k}: reference BatchNorm statistic the model lacks"
         ));
@@ -545,7 +224,11 @@ fn bn_after_group(fx: &Fixture, after_fwd: &[NamedTensor]) -> CheckGroup {
 }
 
 /// The optimizer alone: the reference's gradients into our AdamW from the reference weights.
-fn adamw_alone_group(fx: &Fixture, cfg: &ModelConfig, ad: &Device) -> Result<CheckGroup, String> {
+pub(super) fn adamw_alone_group(
+    fx: &Fixture,
+    cfg: &ModelConfig,
+    ad: &Device,
+) -> Result<CheckGroup, String> {
     let (lr, acfg) = fx.optimizer()?;
     let mut fresh: StattenModel = cfg.init(ad).map_err(|e| e.to_string())?;
     load_reference(&mut fresh, &fx.weights_path()).map_err(|e| e.to_string())?;
@@ -563,7 +246,7 @@ fn adamw_alone_group(fx: &Fixture, cfg: &ModelConfig, ad: &Device) -> Result<Che
     let stepped = AdamW::new(acfg).step(lr, fresh, ref_grads);
     after_step_group(
         "adamw_alone",
-        &fx,
+        fx,
         &named_tensors(&stepped),
         &fresh_named,
         lr,
@@ -571,7 +254,7 @@ fn adamw_alone_group(fx: &Fixture, cfg: &ModelConfig, ad: &Device) -> Result<Che
     )
 }
 
-fn after_step_group(
+pub(super) fn after_step_group(
     name: &str,
     fx: &Fixture,
     after: &[NamedTensor],
