@@ -181,6 +181,8 @@ fn a_run_logs_steps_evaluates_by_split_and_plots_with_another() {
                 "--json",
                 "--threads",
                 "1",
+                "--energy-precision",
+                "int8",
             ],
         );
         assert!(ok, "{text}");
@@ -189,7 +191,25 @@ fn a_run_logs_steps_evaluates_by_split_and_plots_with_another() {
         assert_eq!(v["split"], split);
         let t = v["top1"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&t), "{v}");
-        assert!(v["energy"]["energy_mj"].as_f64().unwrap() > 0.0, "{v}");
+        // The energy figure at the asked precision, and the totals at all three.
+        let energy = &v["energy"];
+        assert_eq!(energy["precision"], "int8", "{v}");
+        let by: Vec<(String, f64)> = energy["by_precision"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|p| {
+                let name = p["precision"].as_str().unwrap().to_string();
+                (name, p["energy_mj"].as_f64().unwrap())
+            })
+            .collect();
+        let names: Vec<&str> = by.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["fp32", "fp16", "int8"], "{v}");
+        assert!(
+            by[0].1 > by[1].1 && by[1].1 > by[2].1 && by[2].1 > 0.0,
+            "{v}"
+        );
+        assert_eq!(energy["energy_mj"].as_f64().unwrap(), by[2].1, "{v}");
         top1.push(t);
     }
     // The test split through `eval` equals the run's last evaluation.

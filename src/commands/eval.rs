@@ -8,7 +8,9 @@ use statten::recipes;
 use statten_train::config::RunConfig;
 use statten_train::train::eval_checkpoint;
 
-use super::{apply_cli_overrides, SplitArg};
+use statten_train::energy::EnergyPrecision;
+
+use super::{apply_cli_overrides, listed, SplitArg};
 
 // `statten eval`'s arguments (its help text is the doc comment of `Command::Eval`).
 #[derive(clap::Args)]
@@ -35,6 +37,10 @@ pub struct EvalArgs {
     /// Dataset folder (overrides data.root).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The precision of the energy figure: fp32 (the paper's), fp16 or int8 (overrides
+    /// energy.precision; the JSON lists all three).
+    #[arg(long, value_parser = listed::<EnergyPrecision>(&EnergyPrecision::NAMES))]
+    pub energy_precision: Option<EnergyPrecision>,
     /// Evaluate only the first N batches (default: the whole split).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_batches: usize,
@@ -55,6 +61,9 @@ fn run_eval(a: EvalArgs) -> Result<(), String> {
         }
     };
     apply_cli_overrides(&mut cfg, a.device, a.data_dir);
+    if let Some(p) = a.energy_precision {
+        cfg.energy.precision = p;
+    }
     let (ev, rep) = eval_checkpoint(&cfg, &a.checkpoint, a.split.into(), a.max_batches, !a.json)?;
     let split = a
         .split

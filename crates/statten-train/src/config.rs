@@ -13,6 +13,7 @@ use statten_core::models::ModelConfig;
 use statten_data::config::{closest, merge_checked, DataConfig};
 use statten_data::mixup::MixupConfig;
 
+use crate::energy::EnergyConfig;
 use crate::error::Error;
 use crate::optim::OptimizerConfig;
 use crate::schedule::ScheduleConfig;
@@ -164,9 +165,20 @@ pub struct RunConfig {
     pub loss: LossConfig,
     /// Loop settings.
     pub train: TrainConfig,
+    /// The energy report.
+    #[serde(default)]
+    pub energy: EnergyConfig,
 }
 
-const TABLES: [&str; 6] = ["model", "data", "optimizer", "schedule", "loss", "train"];
+const TABLES: [&str; 7] = [
+    "model",
+    "data",
+    "optimizer",
+    "schedule",
+    "loss",
+    "train",
+    "energy",
+];
 
 fn section<T: Serialize + for<'de> Deserialize<'de>>(
     default: T,
@@ -298,6 +310,7 @@ impl RunConfig {
             schedule: section(ScheduleConfig::default(), raw, "schedule")?,
             loss: section(LossConfig::default(), raw, "loss")?,
             train: section(TrainConfig::default(), raw, "train")?,
+            energy: section(EnergyConfig::default(), raw, "energy")?,
         };
         // One setting for the run's length: `train.epochs` (when set) fits the schedule, its
         // cooldown kept where the run is longer than the cooldown (else the cosine takes it all).

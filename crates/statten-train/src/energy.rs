@@ -1,17 +1,93 @@
 //! Energy estimate of spiking inference, as the paper computes it:
 //! `E = E_MAC · MACs(first real-valued conv) + E_AC · SOPs`, with `SOPs = firing rate × MACs` of
-//! the spike-driven layers (MACs already summed over T) and E_MAC = 4.6 pJ, E_AC = 0.9 pJ (45 nm). The firing rate is the mean over all
+//! the spike-driven layers (MACs already summed over T). The firing rate is the mean over all
 //! spiking layers weighted by their element counts, measured on the eval set; the STAtten
 //! attention term (KᵀV per chunk and Q·(KᵀV)) is part of the spike-driven MACs.
+//!
+//! The operation energies are Horowitz's 45 nm figures at one of three precisions
+//! ([`EnergyPrecision`], `energy.precision`): FP32 (E_MAC 4.6 pJ, E_AC 0.9 pJ, the paper's and
+//! the default), FP16 (1.5, 0.4) and INT8 (0.23, 0.03). The report gives the chosen one and the
+//! totals at all three.
 
 use serde::{Deserialize, Serialize};
 use statten_core::models::ModelConfig;
 use statten_core::monitor::FiringStat;
 
-/// Energy of one MAC (pJ).
+/// Energy of one MAC (pJ), FP32 (the paper's figure).
 pub const E_MAC_PJ: f64 = 4.6;
-/// Energy of one accumulate (pJ).
+/// Energy of one accumulate (pJ), FP32 (the paper's figure).
 pub const E_AC_PJ: f64 = 0.9;
+
+/// The arithmetic precision the operation energies are taken at (45 nm, Horowitz 2014).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnergyPrecision {
+    /// E_MAC 4.6 pJ, E_AC 0.9 pJ (the paper's figures).
+    #[default]
+    Fp32,
+    /// E_MAC 1.5 pJ (1.1 multiply + 0.4 add), E_AC 0.4 pJ.
+    Fp16,
+    /// E_MAC 0.23 pJ (0.2 multiply + 0.03 add), E_AC 0.03 pJ.
+    Int8,
+}
+
+impl EnergyPrecision {
+    /// Every preset, in the order reports list them.
+    pub const ALL: [EnergyPrecision; 3] = [Self::Fp32, Self::Fp16, Self::Int8];
+    /// Their names, as `energy.precision` and `--energy-precision` take them.
+    pub const NAMES: [&'static str; 3] = ["fp32", "fp16", "int8"];
+
+    /// `(E_MAC, E_AC)` in pJ.
+    pub fn energies_pj(self) -> (f64, f64) {
+        match self {
+            Self::Fp32 => (E_MAC_PJ, E_AC_PJ),
+            Self::Fp16 => (1.5, 0.4),
+            Self::Int8 => (0.23, 0.03),
+        }
+    }
+
+    /// The name (`fp32`, `fp16`, `int8`).
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::fmt::Display for EnergyPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EnergyPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("`{s}` is not an energy precision (fp32, fp16, int8)"))
+    }
+}
+
+/// The `[energy]` table of a run config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnergyConfig {
+    /// The precision of `energy_mj` (the report lists all three).
+    pub precision: EnergyPrecision,
+}
+
+/// The energy per image at one precision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PrecisionEnergy {
+    /// The precision.
+    pub precision: EnergyPrecision,
+    /// Energy of one MAC (pJ).
+    pub e_mac_pj: f64,
+    /// Energy of one accumulate (pJ).
+    pub e_ac_pj: f64,
+    /// Energy per image in mJ.
+    pub energy_mj: f64,
+}
 
 /// One layer's firing.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,8 +115,14 @@ pub struct EnergyReport {
     pub spike_macs: f64,
     /// Synaptic operations per image.
     pub sops: f64,
-    /// Energy per image in mJ.
+    /// Energy per image in mJ, at [`Self::precision`].
     pub energy_mj: f64,
+    /// The precision of `energy_mj`.
+    #[serde(default)]
+    pub precision: EnergyPrecision,
+    /// The energy per image at every precision (FP32, FP16, INT8).
+    #[serde(default)]
+    pub by_precision: Vec<PrecisionEnergy>,
 }
 
 /// Accumulates firing statistics over eval batches.
@@ -92,8 +174,18 @@ impl RateAccumulator {
         self.images += images;
     }
 
-    /// The report for `cfg`.
+    /// The report for `cfg` at FP32 (the paper's figures).
     pub fn report(&self, cfg: &ModelConfig, epoch: usize) -> EnergyReport {
+        self.report_at(cfg, epoch, EnergyPrecision::Fp32)
+    }
+
+    /// The report for `cfg`, `energy_mj` at `precision`.
+    pub fn report_at(
+        &self,
+        cfg: &ModelConfig,
+        epoch: usize,
+        precision: EnergyPrecision,
+    ) -> EnergyReport {
         let layers: Vec<LayerRate> = self
             .names
             .iter()
@@ -116,7 +208,16 @@ impl RateAccumulator {
         };
         let macs = cfg.macs();
         let sops = mean_rate * macs.other as f64;
-        let energy_pj = E_MAC_PJ * macs.first_conv as f64 + E_AC_PJ * sops;
+        let at = |p: EnergyPrecision| {
+            let (e_mac_pj, e_ac_pj) = p.energies_pj();
+            let energy_pj = e_mac_pj * macs.first_conv as f64 + e_ac_pj * sops;
+            PrecisionEnergy {
+                precision: p,
+                e_mac_pj,
+                e_ac_pj,
+                energy_mj: energy_pj * 1e-9,
+            }
+        };
         EnergyReport {
             epoch,
             layers,
@@ -124,7 +225,9 @@ impl RateAccumulator {
             first_conv_macs: macs.first_conv as f64,
             spike_macs: macs.other as f64,
             sops,
-            energy_mj: energy_pj * 1e-9,
+            energy_mj: at(precision).energy_mj,
+            precision,
+            by_precision: EnergyPrecision::ALL.into_iter().map(at).collect(),
         }
     }
 }
@@ -133,8 +236,9 @@ impl EnergyReport {
     /// The one-line figure: energy per image, first-conv MACs, SOPs, mean firing rate.
     pub fn summary_line(&self) -> String {
         format!(
-            "energy/image {:.4} mJ  (first conv {:.1} M MACs, {:.1} M SOPs, mean firing rate {:.4})",
+            "energy/image {:.4} mJ at {} (first conv {:.1} M MACs, {:.1} M SOPs, mean firing rate {:.4})",
             self.energy_mj,
+            self.precision,
             self.first_conv_macs / 1e6,
             self.sops / 1e6,
             self.mean_rate
@@ -149,5 +253,87 @@ impl EnergyReport {
             s += &format!("  {:<40} {:.4}\n", l.name, l.rate);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rates() -> RateAccumulator {
+        let mut acc = RateAccumulator::default();
+        let stat = |name: &str, spikes: f64, elements: usize| FiringStat {
+            name: name.into(),
+            shape: vec![1, 1, elements],
+            spikes,
+            elements,
+        };
+        acc.add(&[stat("a", 30.0, 100), stat("b", 10.0, 300)], 2);
+        acc
+    }
+
+    #[test]
+    fn every_precision_uses_its_operation_energies_and_fp32_is_the_papers() {
+        let cfg = ModelConfig::preset("cifar10-2-256").unwrap();
+        let macs = cfg.macs();
+        let acc = rates();
+        let fp32 = acc.report(&cfg, 0);
+        assert_eq!(fp32.precision, EnergyPrecision::Fp32);
+        assert!((fp32.mean_rate - 0.1).abs() < 1e-12, "{}", fp32.mean_rate);
+        let sops = 0.1 * macs.other as f64;
+        let paper = (4.6 * macs.first_conv as f64 + 0.9 * sops) * 1e-9;
+        assert!((fp32.energy_mj - paper).abs() <= 1e-12 * paper, "{fp32:?}");
+        for (p, (mac, ac)) in
+            EnergyPrecision::ALL
+                .into_iter()
+                .zip([(4.6, 0.9), (1.5, 0.4), (0.23, 0.03)])
+        {
+            let rep = acc.report_at(&cfg, 0, p);
+            let want = (mac * macs.first_conv as f64 + ac * sops) * 1e-9;
+            assert!((rep.energy_mj - want).abs() <= 1e-12 * want, "{p}: {rep:?}");
+            assert_eq!(rep.precision, p);
+            // The totals at every precision are the same whichever is chosen.
+            assert_eq!(rep.by_precision, fp32.by_precision);
+            let own = rep.by_precision.iter().find(|e| e.precision == p).unwrap();
+            assert_eq!(
+                (own.e_mac_pj, own.e_ac_pj, own.energy_mj),
+                (mac, ac, rep.energy_mj)
+            );
+            assert!(
+                rep.summary_line().contains(&format!("mJ at {p} ")),
+                "{}",
+                rep.summary_line()
+            );
+        }
+    }
+
+    #[test]
+    fn precision_names_parse_and_an_unknown_one_is_an_error_naming_the_key() {
+        for (p, n) in EnergyPrecision::ALL.into_iter().zip(EnergyPrecision::NAMES) {
+            assert_eq!(n.parse::<EnergyPrecision>().unwrap(), p);
+            assert_eq!(p.to_string(), n);
+        }
+        assert!("fp8".parse::<EnergyPrecision>().is_err());
+        let base = "[model]\npreset = \"cifar10-2-256\"\n[data]\ndataset = \"cifar10\"\n";
+        let cfg = crate::config::RunConfig::parse(
+            &format!("{base}[energy]\nprecision = \"int8\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.energy.precision, EnergyPrecision::Int8);
+        let set = crate::config::RunConfig::parse(base, &["energy.precision=\"fp16\"".into()]);
+        assert_eq!(set.unwrap().energy.precision, EnergyPrecision::Fp16);
+        assert_eq!(
+            crate::config::RunConfig::parse(base, &[])
+                .unwrap()
+                .energy
+                .precision,
+            EnergyPrecision::Fp32
+        );
+        let e =
+            crate::config::RunConfig::parse(&format!("{base}[energy]\nprecision = \"fp8\"\n"), &[])
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("energy") && e.contains("fp8"), "{e}");
     }
 }

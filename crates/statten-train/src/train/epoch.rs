@@ -249,7 +249,7 @@ impl Trainer<'_> {
         rec.eval_loss = ev.loss;
         rec.eval_top1 = ev.top1;
         rec.eval_top5 = ev.top5;
-        let rep = ev.rates.report(&cfg.model, epoch);
+        let rep = ev.rates.report_at(&cfg.model, epoch, cfg.energy.precision);
         if self.replicas.rank == 0 {
             self.dir.write_energy(epoch, &rep)?;
         }

@@ -245,6 +245,6 @@ pub fn eval_checkpoint(
         };
         evaluate_sharded(&model, &loader, &base, &spec)
     })?;
-    let rep = ev.rates.report(&cfg.model, 0);
+    let rep = ev.rates.report_at(&cfg.model, 0, cfg.energy.precision);
     Ok((ev, rep))
 }
