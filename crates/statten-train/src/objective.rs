@@ -118,7 +118,9 @@ impl Objective {
     }
 
     /// The forward over T and the loss: `(loss [1], logits [B, K])`, the logits being the
-    /// mean over T (what top-1 is taken on).
+    /// mean over T (what top-1 is taken on). Soft targets take the soft-target cross-entropy
+    /// whatever the kind (TET is defined on class indices; [`Self::targets`] gives those to a
+    /// TET objective), class indices the kind's loss.
     pub fn forward_loss(
         &self,
         model: &StattenModel,

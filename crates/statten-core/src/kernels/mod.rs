@@ -1,5 +1,5 @@
-//! The compute kernels behind the operators of [`crate::nn`]-level modules: plain-Rust CPU
-//! kernels for `flex` ([`cpu`], with the `flex` feature) and CubeCL kernels for GPUs ([`cube`],
+//! The compute kernels behind the operators of the layers (`conv`, `norm`, `pool`,
+//! `neuron::fused`): plain-Rust CPU kernels for `flex` ([`cpu`], with the `flex` feature) and CubeCL kernels for GPUs ([`cube`],
 //! with the `wgpu` feature). Nothing here knows a model: a kernel takes slices or device
 //! tensors and a spec, and the operator that calls it (with its autodiff backward) lives beside
 //! the module that uses it.

@@ -7,9 +7,9 @@ use burn::prelude::*;
 use statten_core::models::StattenModel;
 use statten_core::monitor::Monitor;
 use statten_data::cifar::Split;
-use statten_data::loader::{Loader, LoaderConfig};
+use statten_data::loader::Loader;
 
-use super::data::{check_classes, workers};
+use super::data::{check_classes, test_loader};
 use super::progress_bar;
 use crate::checkpoint;
 use crate::config::RunConfig;
@@ -223,17 +223,7 @@ pub fn eval_checkpoint(
     };
     let ds = cfg.data.build_eval(split, cfg.model.time_steps)?;
     check_classes(&*ds, name, cfg)?;
-    let bs = cfg.train.eval_batch();
-    let loader = Loader::new(
-        ds,
-        LoaderConfig {
-            batch_size: bs,
-            shuffle: false,
-            workers: workers(cfg),
-            on_error: cfg.data.on_error,
-            ..Default::default()
-        },
-    );
+    let loader = test_loader(cfg, ds);
     let ev = statten_core::conv::with_algorithm(cfg.train.conv_algorithm, || {
         let prefix = progress.then(|| format!("eval {name}"));
         let spec = EvalSpec {
