@@ -50,6 +50,15 @@ pub struct TrainArgs {
     /// job scripts that are resubmitted or requeued).
     #[arg(long, requires = "output", conflicts_with_all = ["resume", "overwrite"])]
     pub auto_resume: bool,
+    /// Start from these weights (overrides train.init_from): a statten checkpoint or reference
+    /// weights (.safetensors, .pth). Weights only: a new optimizer, schedule and epoch count.
+    /// Missing or unexpected keys and shape mismatches are an error that lists them.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["resume", "auto_resume"])]
+    pub init_from: Option<PathBuf>,
+    /// With --init-from: re-initialise the classifier head from the seed (to train on another
+    /// class count), as the reference's transfer mode; adds "head" to train.init_exclude.
+    #[arg(long)]
+    pub transfer: bool,
     /// Replace the run in --output (its config, metrics, plots and checkpoints) instead of
     /// refusing to write into it.
     #[arg(long, conflicts_with = "resume")]
@@ -155,6 +164,21 @@ fn resolve_config(a: &TrainArgs, world: &World) -> Result<(ConfigSource, RunConf
         // `--device wgpu` without an index: each rank takes the GPU of its local rank.
         if cfg.train.devices.is_empty() && matches!(cfg.train.device.as_str(), "wgpu" | "gpu") {
             cfg.train.device = format!("wgpu:{}", w.local_rank());
+        }
+    }
+    if let Some(p) = &a.init_from {
+        cfg.train.init_from = p.to_string_lossy().into_owned();
+    }
+    if a.transfer {
+        if cfg.train.init_from.is_empty() {
+            return Err(
+                "--transfer re-initialises the head of weights given by --init-from (or \
+                 train.init_from): give them"
+                    .into(),
+            );
+        }
+        if !cfg.train.init_exclude.iter().any(|p| p == "head") {
+            cfg.train.init_exclude.push("head".into());
         }
     }
     if !a.devices.is_empty() {

@@ -36,7 +36,7 @@ use burn::prelude::Tensor;
 #[cfg(feature = "pytorch")]
 use burn::store::PytorchStore;
 use burn::store::{
-    ApplyResult, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleSnapshot,
+    ApplyError, ApplyResult, BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleSnapshot,
     PyTorchToBurnAdapter, SafetensorsStore,
 };
 use burn::tensor::DType;
@@ -52,44 +52,129 @@ pub struct LoadReport {
     pub applied: usize,
     /// Keys of the file that were ignored (`num_batches_tracked`).
     pub ignored: Vec<String>,
+    /// Keys of the model under the excluded prefixes ([`load_reference_except`]), which kept
+    /// their values.
+    pub excluded: Vec<String>,
 }
 
 fn is_ignorable(key: &str) -> bool {
     key.ends_with("num_batches_tracked")
 }
 
-fn check(path: &Path, result: ApplyResult) -> Result<LoadReport> {
+/// Whether the module path `key` lies under one of the module prefixes of `exclude`
+/// (`head` covers `head.weight` and `head.bias`, not `head_kd.weight`).
+pub fn is_excluded(key: &str, exclude: &[String]) -> bool {
+    exclude.iter().any(|p| {
+        let p = p.trim_end_matches('.');
+        key == p || (key.starts_with(p) && key[p.len()..].starts_with('.'))
+    })
+}
+
+/// At most this many keys are listed per kind of problem.
+const LISTED: usize = 12;
+
+fn listed(keys: &[String]) -> String {
+    let mut s = keys
+        .iter()
+        .take(LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > LISTED {
+        s.push_str(&format!(" and {} more", keys.len() - LISTED));
+    }
+    s
+}
+
+/// Every problem of a load at once, keys under `exclude` left out: shape (and type)
+/// mismatches, keys the model needs that the file lacks, keys of the file the model does not
+/// have.
+fn check(path: &Path, result: ApplyResult, exclude: &[String]) -> Result<LoadReport> {
     let p = path.display().to_string();
-    if let Some(e) = result.errors.first() {
-        return Err(Error::checkpoint(p, format!("{e}")));
-    }
-    if !result.missing.is_empty() {
-        let keys: Vec<&str> = result.missing.iter().map(|(k, _)| k.as_str()).collect();
-        return Err(Error::checkpoint(
-            p,
-            format!("missing key(s) the model needs: {}", keys.join(", ")),
-        ));
-    }
-    let (ignored, unexpected): (Vec<String>, Vec<String>) =
-        result.unused.into_iter().partition(|k| is_ignorable(k));
-    if !unexpected.is_empty() {
-        return Err(Error::checkpoint(
-            p,
-            format!(
-                "unexpected key(s) the model does not have: {}",
-                unexpected.join(", ")
+    let mut problems = Vec::new();
+    let error_key = |e: &ApplyError| match e {
+        ApplyError::ShapeMismatch { path, .. }
+        | ApplyError::DTypeMismatch { path, .. }
+        | ApplyError::AdapterError { path, .. }
+        | ApplyError::LoadError { path, .. } => path.clone(),
+    };
+    // The model's keys under `exclude`, wherever the load put them.
+    let mut excluded: Vec<String> = result
+        .applied
+        .iter()
+        .cloned()
+        .chain(result.missing.iter().map(|(k, _)| k.clone()))
+        .chain(result.errors.iter().map(error_key))
+        .chain(result.skipped.iter().cloned())
+        .filter(|k| is_excluded(k, exclude))
+        .collect();
+    excluded.sort();
+    excluded.dedup();
+    let errors: Vec<String> = result
+        .errors
+        .iter()
+        .filter(|e| !is_excluded(&error_key(e), exclude))
+        .map(|e| match e {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => format!(
+                "{path} (model {:?}, file {:?})",
+                expected.as_slice(),
+                found.as_slice()
             ),
+            other => other.to_string(),
+        })
+        .collect();
+    if !errors.is_empty() {
+        problems.push(format!(
+            "{} tensor(s) do not fit the model: {}",
+            errors.len(),
+            listed(&errors)
         ));
     }
-    if result.applied.is_empty() {
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .map(|(k, _)| k.clone())
+        .filter(|k| !is_excluded(k, exclude))
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "missing key(s) the model needs: {}",
+            listed(&missing)
+        ));
+    }
+    let (ignored, unexpected): (Vec<String>, Vec<String>) = result
+        .unused
+        .into_iter()
+        .filter(|k| !is_excluded(k, exclude))
+        .partition(|k| is_ignorable(k));
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "unexpected key(s) the model does not have: {}",
+            listed(&unexpected)
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(Error::checkpoint(p, problems.join("; ")));
+    }
+    let applied = result
+        .applied
+        .iter()
+        .filter(|k| !is_excluded(k, exclude))
+        .count();
+    if applied == 0 {
         return Err(Error::checkpoint(
             p,
             "no tensor of the file matches the model",
         ));
     }
     Ok(LoadReport {
-        applied: result.applied.len(),
+        applied,
         ignored,
+        excluded,
     })
 }
 
@@ -102,6 +187,18 @@ fn from_adapter() -> ChainAdapter {
 pub fn load_reference<M: Module + ModuleSnapshot>(
     model: &mut M,
     path: &Path,
+) -> Result<LoadReport> {
+    load_reference_except(model, path, &[])
+}
+
+/// [`load_reference`], except the tensors under the module prefixes `exclude` (e.g. `head`,
+/// for transfer to another class count): those keep the values `model` has, whatever the file
+/// holds for them (another shape included), and are neither missing nor unexpected. Every
+/// other key is strict.
+pub fn load_reference_except<M: Module + ModuleSnapshot>(
+    model: &mut M,
+    path: &Path,
+    exclude: &[String],
 ) -> Result<LoadReport> {
     let p = path.display().to_string();
     if !path.is_file() {
@@ -118,12 +215,15 @@ pub fn load_reference<M: Module + ModuleSnapshot>(
             .allow_partial(true)
             .validate(false)
             .skip_enum_variants(true);
+        let fresh = model.clone();
         let result = model
             .load_from(&mut store)
             .map_err(|e| Error::checkpoint(p.clone(), format!("{e}")))?;
-        return check(path, result);
+        let report = check(path, result, exclude)?;
+        keep_excluded(model, &fresh, exclude);
+        return Ok(report);
     }
-    load_pth(model, path, p)
+    load_pth(model, path, p, exclude)
 }
 
 /// A PyTorch pickle, tried as a bare `state_dict` and nested under the usual keys.
@@ -132,6 +232,7 @@ fn load_pth<M: Module + ModuleSnapshot>(
     model: &mut M,
     path: &Path,
     p: String,
+    exclude: &[String],
 ) -> Result<LoadReport> {
     let mut last_err = None;
     for top in [
@@ -153,9 +254,10 @@ fn load_pth<M: Module + ModuleSnapshot>(
             .map_err(|e| Error::checkpoint(p.clone(), format!("{e}")));
         match loaded {
             Ok(r) if !r.applied.is_empty() => {
-                let report = check(path, r)?;
+                let report = check(path, r, exclude)?;
                 // PyTorch stores fp16 checkpoints as HalfStorage: compute in f32.
-                *model = candidate.map(&mut CastToF32);
+                let fresh = std::mem::replace(model, candidate.map(&mut CastToF32));
+                keep_excluded(model, &fresh, exclude);
                 return Ok(report);
             }
             Ok(_) => {}
@@ -166,7 +268,12 @@ fn load_pth<M: Module + ModuleSnapshot>(
 }
 
 #[cfg(not(feature = "pytorch"))]
-fn load_pth<M: Module + ModuleSnapshot>(_: &mut M, _: &Path, p: String) -> Result<LoadReport> {
+fn load_pth<M: Module + ModuleSnapshot>(
+    _: &mut M,
+    _: &Path,
+    p: String,
+    _: &[String],
+) -> Result<LoadReport> {
     Err(Error::checkpoint(
         p,
         "reading PyTorch pickles needs statten-core's `pytorch` cargo feature (convert the file \
@@ -180,15 +287,105 @@ pub fn load_reference_bytes<M: Module + ModuleSnapshot>(
     bytes: Vec<u8>,
     label: &Path,
 ) -> Result<LoadReport> {
+    load_reference_bytes_except(model, bytes, label, &[])
+}
+
+/// [`load_reference_bytes`] with [`load_reference_except`]'s exclusions.
+pub fn load_reference_bytes_except<M: Module + ModuleSnapshot>(
+    model: &mut M,
+    bytes: Vec<u8>,
+    label: &Path,
+    exclude: &[String],
+) -> Result<LoadReport> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(from_adapter())
         .allow_partial(true)
         .validate(false)
         .skip_enum_variants(true);
+    let fresh = model.clone();
     let result = model
         .load_from(&mut store)
         .map_err(|e| Error::checkpoint(label.display().to_string(), format!("{e}")))?;
-    check(label, result)
+    let report = check(label, result, exclude)?;
+    keep_excluded(model, &fresh, exclude);
+    Ok(report)
+}
+
+/// Puts `fresh`'s tensors back into `model` under the excluded module prefixes (a load may
+/// have written the file's values there when their shapes fit).
+fn keep_excluded<M: Module>(model: &mut M, fresh: &M, exclude: &[String]) {
+    use std::collections::HashMap;
+    if exclude.is_empty() {
+        return;
+    }
+    /// The module path of the tensor being visited (enum variants left out, as the stores do).
+    #[derive(Default)]
+    struct ModPath(Vec<String>);
+    impl ModPath {
+        fn enter(&mut self, name: &str, container: &str) {
+            if !container.starts_with("Enum:") {
+                self.0.push(name.to_string());
+            }
+        }
+        fn exit(&mut self, container: &str) {
+            if !container.starts_with("Enum:") {
+                self.0.pop();
+            }
+        }
+    }
+    struct Collect<'a>(
+        ModPath,
+        &'a [String],
+        HashMap<String, burn::prelude::Tensor<1>>,
+    );
+    impl burn::module::ModuleVisitor for Collect<'_> {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.0.enter(name, container);
+        }
+        fn exit_module(&mut self, _: &str, container: &str) {
+            self.0.exit(container);
+        }
+        fn visit_float<const D: usize>(
+            &mut self,
+            p: &burn::module::Param<burn::prelude::Tensor<D>>,
+        ) {
+            let key = self.0 .0.join(".");
+            if is_excluded(&key, self.1) {
+                let t = p.val();
+                let n = t.shape().num_elements();
+                self.2.insert(key, t.reshape([n]));
+            }
+        }
+    }
+    struct Restore(ModPath, HashMap<String, burn::prelude::Tensor<1>>);
+    impl burn::module::ModuleMapper for Restore {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.0.enter(name, container);
+        }
+        fn exit_module(&mut self, _: &str, container: &str) {
+            self.0.exit(container);
+        }
+        fn map_float<const D: usize>(
+            &mut self,
+            p: burn::module::Param<burn::prelude::Tensor<D>>,
+        ) -> burn::module::Param<burn::prelude::Tensor<D>> {
+            let Some(init) = self.1.remove(&self.0 .0.join(".")) else {
+                return p;
+            };
+            p.map(|t| {
+                let fresh = init.reshape(t.dims()).detach();
+                if t.is_require_grad() {
+                    fresh.require_grad()
+                } else {
+                    fresh
+                }
+            })
+        }
+    }
+    let mut c = Collect(ModPath::default(), exclude, HashMap::new());
+    fresh.visit(&mut c);
+    let taken = std::mem::replace(model, fresh.clone());
+    *model = taken.map(&mut Restore(ModPath::default(), c.2));
 }
 
 /// Casts every floating-point tensor of a module to f32, keeping ids and gradient settings.

@@ -13,7 +13,10 @@ use burn::module::Module;
 use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use statten_core::checkpoint::{load_reference_bytes, named_tensors};
+use statten_core::checkpoint::{
+    load_reference_bytes, load_reference_bytes_except, load_reference_except, named_tensors,
+    LoadReport,
+};
 
 use crate::error::Error;
 use crate::optim::Optimizer;
@@ -475,4 +478,60 @@ fn load_text<M: Module + ModuleSnapshot>(
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(meta)
+}
+
+/// Where [`load_weights`] took the weights from.
+#[derive(Debug, Clone)]
+pub struct WeightsLoaded {
+    /// What the load did (keys applied, ignored, kept at their initial values).
+    pub report: LoadReport,
+    /// The metadata when the file is a statten checkpoint (`None`: reference weights).
+    pub meta: Option<CheckpointMeta>,
+}
+
+/// Load only the model weights of `path` into `model` — a statten checkpoint (its `model.`
+/// tensors) or reference weights (`.safetensors`, `.pth`, reference key names) — strictly:
+/// missing or unexpected keys and shape mismatches are an error that lists them. Keys under the
+/// module prefixes of `exclude` (e.g. `head`) keep `model`'s values. The optimizer state,
+/// position and history of a checkpoint are not read (`train.init_from`).
+pub fn load_weights<M: Module + ModuleSnapshot>(
+    path: &Path,
+    model: &mut M,
+    exclude: &[String],
+) -> crate::error::Result<WeightsLoaded> {
+    let meta = match read_meta_text(path) {
+        Ok(meta) => meta,
+        // Reference weights: the core's loader reads them and names their problems.
+        Err(e) if e.contains("not a statten checkpoint") => {
+            let report = load_reference_except(model, path, exclude)?;
+            return Ok(WeightsLoaded { report, meta: None });
+        }
+        Err(e) => return Err(Error::checkpoint(path, e)),
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::checkpoint(
+            path,
+            format!("{}: cannot read checkpoint: {e}", path.display()),
+        )
+    })?;
+    let model_bytes =
+        prefixed_tensors(&bytes, "model.", path).map_err(|m| Error::checkpoint(path, m))?;
+    let report = load_reference_bytes_except(model, model_bytes, path, exclude)?;
+    Ok(WeightsLoaded {
+        report,
+        meta: Some(meta),
+    })
+}
+
+/// The tensors of a checkpoint's bytes whose names start with `prefix`, without it, as the
+/// bytes of a safetensors file of their own.
+fn prefixed_tensors(bytes: &[u8], prefix: &str, path: &Path) -> Result<Vec<u8>, String> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, view)| Some((name.strip_prefix(prefix)?.to_string(), view)))
+        .collect();
+    safetensors::tensor::serialize(views, None).map_err(|e| format!("{}: {e}", path.display()))
 }

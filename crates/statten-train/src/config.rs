@@ -114,6 +114,15 @@ pub struct TrainConfig {
     /// reference-exact**) or `float64` (every sum in float64, for checks; slow). See
     /// `statten_core::conv::ConvAlgorithm`; other devices have one path whatever this says.
     pub conv_algorithm: ConvAlgorithm,
+    /// Start from these weights (empty = from the seed): a statten checkpoint (its model
+    /// weights) or reference weights (`.safetensors`, `.pth`, reference key names). Weights
+    /// only: the optimizer, schedule and epoch count start afresh. Strict: missing or
+    /// unexpected keys and shape mismatches are an error that lists them. Ignored by a resume,
+    /// which continues from its checkpoint.
+    pub init_from: String,
+    /// Module prefixes of the model that `init_from` leaves at their initial values (drawn from
+    /// the seed), e.g. `["head"]` to transfer a backbone to another class count (`--transfer`).
+    pub init_exclude: Vec<String>,
 }
 
 impl TrainConfig {
@@ -146,6 +155,8 @@ impl Default for TrainConfig {
             plot: true,
             log_every: 20,
             conv_algorithm: ConvAlgorithm::Exact,
+            init_from: String::new(),
+            init_exclude: Vec::new(),
         }
     }
 }

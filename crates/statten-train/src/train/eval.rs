@@ -148,6 +148,23 @@ pub fn evaluate_sharded(
     Ok(sums.result())
 }
 
+impl super::Trainer<'_> {
+    /// Evaluate the model as it stands on the run's evaluation split, as an epoch's evaluation
+    /// does (before the first step: the figures of its initial or `train.init_from` weights).
+    pub fn evaluate_now(&self) -> Result<EvalResult> {
+        let spec = EvalSpec {
+            time_steps: self.cfg.model.time_steps,
+            max_batches: self.cfg.train.max_batches,
+            monitor: true,
+            world: self.world(),
+            progress: None,
+        };
+        statten_core::conv::with_algorithm(self.cfg.train.conv_algorithm, || {
+            evaluate_sharded(&self.model().valid(), &self.test_loader, &self.base, &spec)
+        })
+    }
+}
+
 /// The sums of an evaluation (on one rank, or over all after [`EvalSums::all_reduce`]).
 struct EvalSums {
     loss: Mean,
@@ -212,11 +229,7 @@ pub fn eval_checkpoint(
     let base = device_from_name(&cfg.train.device)?;
     probe_device(&cfg.train.device, &base)?;
     let mut model = cfg.model.init(&base)?;
-    if checkpoint::read_meta(ckpt).is_ok() {
-        checkpoint::load(ckpt, &mut model, None, &base)?;
-    } else {
-        statten_core::checkpoint::load_reference(&mut model, ckpt)?;
-    }
+    checkpoint::load_weights(ckpt, &mut model, &[])?;
     let name = match split {
         Split::Train => "train",
         Split::Test => "test",

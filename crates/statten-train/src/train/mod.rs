@@ -182,7 +182,9 @@ impl Trainer<'_> {
         &self.dir
     }
 
-    fn model(&self) -> &StattenModel {
+    /// The model as it stands (before the first step: its initial or `train.init_from`
+    /// weights).
+    pub fn model(&self) -> &StattenModel {
         self.model.as_ref().expect("model present between steps")
     }
 

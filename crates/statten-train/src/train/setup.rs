@@ -48,13 +48,18 @@ impl<'a> Trainer<'a> {
         } else {
             Existing::Refuse
         };
+        let world = opts.world.as_deref().filter(|_| replicas.ranks > 1);
+        let mut model = init_model(cfg, &base, &ad, world)?;
+        // Rank 0 reads the weights (the others take them in the broadcast below), before the
+        // run directory is touched: a bad file changes nothing.
+        if opts.resume.is_none() && !cfg.train.init_from.is_empty() && replicas.rank == 0 {
+            init_from(cfg, &mut model, opts.verbose)?;
+        }
         let dir = if replicas.rank == 0 {
             RunDir::prepare(&opts.output, existing)?
         } else {
             RunDir::at(&opts.output)
         };
-        let world = opts.world.as_deref().filter(|_| replicas.ranks > 1);
-        let mut model = init_model(cfg, &base, &ad, world)?;
         let mut opt = Optimizer::new(&cfg.optimizer);
         let nb = nb_of(cfg, &train_loader);
         let resumed = match &opts.resume {
@@ -240,6 +245,43 @@ fn init_model(
         barrier();
     }
     model
+}
+
+/// `train.init_from`'s weights into `model`, but for the `train.init_exclude` prefixes.
+fn init_from(cfg: &RunConfig, model: &mut StattenModel, verbose: bool) -> Result<()> {
+    let t = &cfg.train;
+    let path = std::path::Path::new(&t.init_from);
+    let loaded = checkpoint::load_weights(path, model, &t.init_exclude).map_err(|e| {
+        let mut m = format!("train.init_from: {e}");
+        if t.init_exclude.is_empty() && m.contains("head.") {
+            m.push_str(
+                " (for another class count, re-initialise the classifier with --transfer or \
+                 train.init_exclude = [\"head\"])",
+            );
+        }
+        Error::Config(m)
+    })?;
+    if verbose {
+        let what = if loaded.meta.is_some() {
+            "a statten checkpoint"
+        } else {
+            "reference weights"
+        };
+        let kept = if loaded.report.excluded.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; kept at their initial values: {}",
+                loaded.report.excluded.join(", ")
+            )
+        };
+        println!(
+            "initialised from {} ({what}, {} tensors){kept}",
+            path.display(),
+            loaded.report.applied
+        );
+    }
+    Ok(())
 }
 
 /// Loads the checkpoint `ck` into `model` and `opt`.

@@ -1,0 +1,286 @@
+//! The workflows of issue #29: starting from weights (and transfer to another class count),
+//! model EMA, TensorBoard event files and per-step curves.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use statten_core::checkpoint::named_tensors;
+use statten_train::config::RunConfig;
+use statten_train::train::{train, RunOptions, Trainer};
+
+/// The tiny Fashion-MNIST run (256 / 128 images, one epoch of 8 steps).
+fn fmnist(extra: &str) -> RunConfig {
+    let text = concat!(
+        tiny_fmnist_model!(),
+        "
+[data]
+dataset = \"fashion-mnist\"
+train_limit = 256
+test_limit = 128
+workers = 1
+[schedule]
+epochs = 1
+warmup_epochs = 0
+cooldown_epochs = 0
+[train]
+batch_size = 32
+plot = false
+log_every = 2
+"
+    );
+    with(RunConfig::parse(text, &[]).unwrap(), extra).unwrap()
+}
+
+/// `cfg` with `KEY=VALUE` lines applied as `--set` would.
+fn with(cfg: RunConfig, sets: &str) -> Result<RunConfig, statten_train::Error> {
+    let sets: Vec<String> = sets
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    RunConfig::parse(&cfg.to_toml(), &sets)
+}
+
+fn run(cfg: &RunConfig, out: &Path) -> statten_train::train::RunSummary {
+    let opts = RunOptions {
+        output: out.to_path_buf(),
+        overwrite: true,
+        ..Default::default()
+    };
+    train(cfg, &opts).unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+}
+
+fn opts(out: &Path) -> RunOptions {
+    RunOptions {
+        output: out.to_path_buf(),
+        overwrite: true,
+        ..Default::default()
+    }
+}
+
+/// The model's tensors by reference name.
+fn tensors(m: &statten_core::models::StattenModel) -> Vec<(String, Vec<f32>)> {
+    named_tensors(m)
+        .into_iter()
+        .map(|t| (t.name, t.values))
+        .collect()
+}
+
+fn init_from(path: &Path) -> String {
+    format!("train.init_from={:?}", path.to_string_lossy())
+}
+
+#[test]
+fn a_run_started_from_another_runs_weights_evaluates_as_that_run_at_step_0() {
+    let dir = common::scratch_dir("workflows", "init");
+    let a_out = dir.join("a");
+    let cfg = fmnist("");
+    let a = run(&cfg, &a_out);
+    let want = &a.history[0];
+    for source in [
+        a_out.join("checkpoints/last.safetensors"),
+        a_out.join("best_weights.safetensors"),
+    ] {
+        let b_cfg = with(cfg.clone(), &init_from(&source)).unwrap();
+        let b_opts = opts(&dir.join("b"));
+        let b = Trainer::setup(&b_cfg, &b_opts).unwrap();
+        let ev = b.evaluate_now().unwrap();
+        assert_eq!(
+            (ev.loss, ev.top1, ev.top5),
+            (want.eval_loss, want.eval_top1, want.eval_top5),
+            "{}",
+            source.display()
+        );
+        // Weights only: a new run from epoch 0 with a fresh optimizer.
+        let s = b.run().unwrap();
+        assert_eq!(s.history.len(), 1);
+        assert_eq!(s.history[0].epoch, 0);
+        let meta =
+            statten_train::checkpoint::read_meta(&dir.join("b/checkpoints/last.safetensors"))
+                .unwrap();
+        assert!(meta.optim_steps.values().all(|&s| s == 8), "{meta:?}");
+    }
+    // A resume ignores init_from: it continues from its checkpoint.
+}
+
+/// A CIFAR folder of the shared 20-image samples: every CIFAR-10 batch file (and CIFAR-100's
+/// train and test files) holds them.
+fn cifar_root(dir: &Path) -> PathBuf {
+    let data = common::shared_dir().join("data/cifar");
+    let c10 = dir.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&c10).unwrap();
+    for f in (1..=5)
+        .map(|i| format!("data_batch_{i}.bin"))
+        .chain(["test_batch.bin".to_string()])
+    {
+        std::fs::copy(data.join("cifar10_test_batch_first20.bin"), c10.join(f)).unwrap();
+    }
+    let c100 = dir.join("cifar-100-binary");
+    std::fs::create_dir_all(&c100).unwrap();
+    for f in ["train.bin", "test.bin"] {
+        std::fs::copy(data.join("cifar100_test_first20.bin"), c100.join(f)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+fn cifar(dataset: &str, classes: usize, root: &Path) -> RunConfig {
+    let text = format!(
+        "
+[model]
+preset = \"cifar10-2-256\"
+depth = 1
+embed_dim = 32
+num_heads = 4
+time_steps = 1
+chunk_size = 1
+num_classes = {classes}
+[data]
+dataset = \"{dataset}\"
+root = {root:?}
+workers = 1
+[schedule]
+epochs = 1
+warmup_epochs = 0
+cooldown_epochs = 0
+[train]
+batch_size = 20
+plot = false
+"
+    );
+    RunConfig::parse(&text, &[]).unwrap()
+}
+
+#[test]
+fn a_cifar10_checkpoint_transfers_to_a_100_class_recipe() {
+    let dir = common::scratch_dir("workflows", "transfer");
+    let root = cifar_root(&dir.join("data"));
+    let c10 = cifar("cifar10", 10, &root);
+    run(&c10, &dir.join("c10"));
+    let ck = dir.join("c10/checkpoints/last.safetensors");
+    let c10_weights = {
+        let mut m = c10.model.init(&burn::tensor::Device::flex()).unwrap();
+        statten_train::checkpoint::load_weights(&ck, &mut m, &[]).unwrap();
+        tensors(&m)
+    };
+    let c100 = with(cifar("cifar100", 100, &root), &init_from(&ck)).unwrap();
+    // Strict by default: the head's shapes are named, with the way out.
+    let err = match Trainer::setup(&c100, &opts(&dir.join("strict"))) {
+        Ok(_) => panic!("a 10-class head loaded into a 100-class model"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        "train.init_from",
+        "head.weight",
+        "head.bias",
+        "[100",
+        "--transfer",
+    ] {
+        assert!(err.contains(want), "`{want}` not in: {err}");
+    }
+    // Nothing was written for the refused run.
+    assert!(!dir.join("strict/config.toml").exists());
+    // --transfer: the backbone from CIFAR-10, the head drawn from the seed.
+    let transfer = with(c100.clone(), "train.init_exclude=[\"head\"]").unwrap();
+    let t_opts = opts(&dir.join("c100"));
+    let t = Trainer::setup(&transfer, &t_opts).unwrap();
+    let fresh = {
+        let d = burn::tensor::Device::flex();
+        d.seed(transfer.train.seed);
+        tensors(&transfer.model.init(&d).unwrap())
+    };
+    let got = tensors(t.model());
+    let mut heads = 0;
+    for ((name, v), (_, init)) in got.iter().zip(&fresh) {
+        if name.starts_with("head.") {
+            heads += 1;
+            assert_eq!(
+                v.len(),
+                if name.ends_with("weight") {
+                    100 * 32
+                } else {
+                    100
+                }
+            );
+            assert_eq!(v, init, "{name}: not the seed's initial values");
+        } else {
+            let (_, want) = c10_weights.iter().find(|(n, _)| n == name).unwrap();
+            assert_eq!(v, want, "{name}: not the CIFAR-10 weights");
+        }
+    }
+    assert_eq!(heads, 2);
+    let s = t.run().unwrap();
+    assert!(s.history[0].train_loss.is_finite() && s.history[0].eval_top1.is_finite());
+}
+
+#[test]
+fn init_from_mismatches_name_the_keys() {
+    let dir = common::scratch_dir("workflows", "mismatch");
+    let two = with(fmnist(""), "model.depth=2\ntrain.max_batches=1").unwrap();
+    run(&two, &dir.join("two"));
+    let ck = dir.join("two/checkpoints/last.safetensors");
+    let setup_err = |cfg: &RunConfig| match Trainer::setup(cfg, &opts(&dir.join("b"))) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    // One block fewer: the second block's keys are unexpected.
+    let err = setup_err(&with(fmnist(""), &init_from(&ck)).unwrap());
+    assert!(
+        err.contains("unexpected key(s)")
+            && err.contains("block.1.")
+            && err.contains("last.safetensors"),
+        "{err}"
+    );
+    // One block more: the third block's keys are missing.
+    let err = setup_err(&with(fmnist("model.depth=3"), &init_from(&ck)).unwrap());
+    assert!(
+        err.contains("missing key(s)") && err.contains("block.2."),
+        "{err}"
+    );
+    // Another width: every mismatched tensor with both shapes.
+    let err =
+        setup_err(&with(fmnist("model.embed_dim=64\nmodel.depth=2"), &init_from(&ck)).unwrap());
+    assert!(
+        err.contains("do not fit the model") && err.contains("patch_embed"),
+        "{err}"
+    );
+    assert!(err.contains("model [") && err.contains("file ["), "{err}");
+    // No file.
+    let err = setup_err(&with(fmnist(""), &init_from(&dir.join("nope.safetensors"))).unwrap());
+    assert!(
+        err.contains("train.init_from") && err.contains("nope.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cli_takes_init_from_and_transfer() {
+    let dir = common::scratch_dir("workflows", "cli");
+    let cfg = dir.join("run.toml");
+    std::fs::write(&cfg, fmnist("train.max_batches=1").to_toml()).unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+    let (ok, text) = common::statten(&["train", "--config", &cfg, "--transfer", "--dry-run"]);
+    assert!(
+        !ok && text.contains("--transfer") && text.contains("--init-from"),
+        "{text}"
+    );
+    let nope = dir.join("nope.pth").to_string_lossy().into_owned();
+    let out = dir.join("run").to_string_lossy().into_owned();
+    let (ok, text) = common::statten(&[
+        "train",
+        "--config",
+        &cfg,
+        "--init-from",
+        &nope,
+        "--transfer",
+        "--output",
+        &out,
+        "--quiet",
+    ]);
+    assert!(
+        !ok && text.contains("train.init_from") && text.contains("nope.pth"),
+        "{text}"
+    );
+    assert!(!dir.join("run/config.toml").exists());
+}
