@@ -154,6 +154,33 @@ fn two_micro_batches_equal_two_devices() {
     assert_ne!(ha, hc);
 }
 
+/// The EMA weights (parameters and running statistics) of a run's last checkpoint.
+fn ema_of(name: &str, sets: &[&str]) -> Vec<(String, Vec<f32>)> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let cfg = RunConfig::parse(CFG, &sets).unwrap();
+    let mut model = cfg.model.init(&Device::flex()).unwrap();
+    let ck = common::scratch_path("dp", name).join("checkpoints/last.safetensors");
+    statten_train::checkpoint::load_ema_weights(&ck, &mut model).unwrap();
+    named_tensors(&model)
+        .into_iter()
+        .map(|t| (t.name, t.values))
+        .collect()
+}
+
+#[test]
+fn ranks_keep_the_model_ema_of_one_process_with_as_many_devices() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let ema = ["train.model_ema=true", "train.model_ema_decay=0.9"];
+    let devices = [&ema[..], &["train.devices=[\"cpu:0\", \"cpu:1\"]"]].concat();
+    let (hd, _) = run("ema-devices", &devices);
+    let (hr, _) = run_ranks("ema-ranks", &ema, 2);
+    assert_eq!(hd, hr);
+    let (d, r) = (ema_of("ema-devices", &devices), ema_of("ema-ranks", &ema));
+    assert!(d.iter().any(|(n, _)| n.ends_with("running_mean")));
+    // Rank 0's EMA (the one it saves) is the single process's, running statistics included.
+    assert_eq!(d, r);
+}
+
 #[test]
 fn the_plan_splits_the_global_batch_contiguously() {
     assert_eq!(batch_plan(32, 1, 0), vec![vec![(0, 32)]]);

@@ -164,6 +164,48 @@ fn two_ranks_train_as_one_process_with_two_devices_and_resume_exactly() {
     assert_same(&rows(&resumed), &want);
 }
 
+/// The EMA weights of a run's last checkpoint.
+fn ema_weights(cfg: &Path, out: &Path) -> Vec<(String, Vec<f32>)> {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let cfg = statten_train::config::RunConfig::parse(&text, &[]).unwrap();
+    let mut m = cfg.model.init(&burn::tensor::Device::flex()).unwrap();
+    statten_train::checkpoint::load_ema_weights(&out.join("checkpoints/last.safetensors"), &mut m)
+        .unwrap();
+    statten_core::checkpoint::named_tensors(&m)
+        .into_iter()
+        .map(|t| (t.name, t.values))
+        .collect()
+}
+
+#[test]
+fn rank_0s_model_ema_is_the_one_process_ema() {
+    let dir = tmp("ema");
+    let cfg = dir.join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        format!("{CFG}model_ema = true\nmodel_ema_decay = 0.9\n"),
+    )
+    .unwrap();
+    let single = dir.join("single");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_statten"));
+    c.args(
+        &train_args(
+            &cfg,
+            &single,
+            &["--set", "train.devices=[\"cpu:0\",\"cpu:1\"]"],
+        )[1..],
+    );
+    check(c);
+    let ranks = dir.join("ranks");
+    let mut c = mpirun();
+    c.args(train_args(&cfg, &ranks, &[]));
+    check(c);
+    assert_same(&rows(&ranks), &rows(&single));
+    let want = ema_weights(&cfg, &single);
+    assert!(!want.is_empty());
+    assert_eq!(ema_weights(&cfg, &ranks), want);
+}
+
 #[test]
 fn a_rank_with_another_config_stops_every_rank_with_an_error() {
     let dir = tmp("mismatch");

@@ -4,10 +4,18 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use statten_core::checkpoint::named_tensors;
 use statten_train::config::RunConfig;
 use statten_train::train::{train, RunOptions, Trainer};
+
+/// Burn's initialisation seed is process-global: runs hold this lock.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The tiny Fashion-MNIST run (256 / 128 images, one epoch of 8 steps).
 fn fmnist(extra: &str) -> RunConfig {
@@ -74,6 +82,7 @@ fn init_from(path: &Path) -> String {
 
 #[test]
 fn a_run_started_from_another_runs_weights_evaluates_as_that_run_at_step_0() {
+    let _guard = lock();
     let dir = common::scratch_dir("workflows", "init");
     let a_out = dir.join("a");
     let cfg = fmnist("");
@@ -154,6 +163,7 @@ plot = false
 
 #[test]
 fn a_cifar10_checkpoint_transfers_to_a_100_class_recipe() {
+    let _guard = lock();
     let dir = common::scratch_dir("workflows", "transfer");
     let root = cifar_root(&dir.join("data"));
     let c10 = cifar("cifar10", 10, &root);
@@ -216,6 +226,7 @@ fn a_cifar10_checkpoint_transfers_to_a_100_class_recipe() {
 
 #[test]
 fn init_from_mismatches_name_the_keys() {
+    let _guard = lock();
     let dir = common::scratch_dir("workflows", "mismatch");
     let two = with(fmnist(""), "model.depth=2\ntrain.max_batches=1").unwrap();
     run(&two, &dir.join("two"));
@@ -256,6 +267,7 @@ fn init_from_mismatches_name_the_keys() {
 
 #[test]
 fn the_cli_takes_init_from_and_transfer() {
+    let _guard = lock();
     let dir = common::scratch_dir("workflows", "cli");
     let cfg = dir.join("run.toml");
     std::fs::write(&cfg, fmnist("train.max_batches=1").to_toml()).unwrap();
@@ -283,4 +295,145 @@ fn the_cli_takes_init_from_and_transfer() {
         "{text}"
     );
     assert!(!dir.join("run/config.toml").exists());
+}
+
+/// The model EMA's tensors in a checkpoint.
+fn ema_tensors(cfg: &RunConfig, ck: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut m = cfg.model.init(&burn::tensor::Device::flex()).unwrap();
+    statten_train::checkpoint::load_ema_weights(ck, &mut m).unwrap();
+    tensors(&m)
+}
+
+#[test]
+fn model_ema_is_evaluated_saved_and_resumed_exactly_mid_epoch() {
+    let _guard = lock();
+    let dir = common::scratch_dir("workflows", "ema");
+    let cfg = fmnist(
+        "schedule.epochs=2
+         train.model_ema=true
+         train.model_ema_decay=0.9
+         train.model_ema_warmup=true",
+    );
+    let full = run(&cfg, &dir.join("full"));
+    let last = dir.join("full/checkpoints/last.safetensors");
+    assert_eq!(
+        statten_train::checkpoint::read_meta(&last)
+            .unwrap()
+            .ema_updates,
+        Some(16)
+    );
+    for r in &full.history {
+        assert!(r.has_ema_eval(), "{r:?}");
+        assert!((0.0..=100.0).contains(&r.ema_eval_top1) && r.ema_eval_loss > 0.0);
+    }
+    // The EMA differs from the model, and summary.csv has its columns.
+    let csv = std::fs::read_to_string(dir.join("full/summary.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",ema_eval_loss,ema_eval_top1,ema_eval_top5"));
+    let ema = ema_tensors(&cfg, &last);
+    let model = {
+        let mut m = cfg.model.init(&burn::tensor::Device::flex()).unwrap();
+        statten_train::checkpoint::load_weights(&last, &mut m, &[]).unwrap();
+        tensors(&m)
+    };
+    assert_ne!(ema, model);
+    // The plot's series: every logged step (a row every 2 of 16) and the EMA's evaluations.
+    let c = statten_train::plot::Curves::from_run_dir(&dir.join("full")).unwrap();
+    assert_eq!(c.step_x.len(), 8);
+    assert_eq!(c.step_x.last(), Some(&2.0));
+    assert!(c.ema_eval_top1.iter().all(Option::is_some));
+    // The saved EMA weights give the last epoch's EMA figures (statten eval --ema).
+    let (ev, _) = statten_train::train::eval_checkpoint_weights(
+        &cfg,
+        &last,
+        statten_data::cifar::Split::Test,
+        0,
+        false,
+        true,
+    )
+    .unwrap();
+    let want = full.history.last().unwrap();
+    assert_eq!(
+        (ev.loss, ev.top1, ev.top5),
+        (want.ema_eval_loss, want.ema_eval_top1, want.ema_eval_top5)
+    );
+    // Stopped after 5 steps (inside the first epoch) and resumed: the same EMA, bit for bit.
+    let out = dir.join("stopped");
+    let stopped = train(
+        &cfg,
+        &RunOptions {
+            stop_after_steps: 5,
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    assert_eq!(stopped.stopped.as_ref().map(|p| p.batches_done), Some(5));
+    let resumed = train(
+        &cfg,
+        &RunOptions {
+            resume: Some(out.join("checkpoints/last.safetensors")),
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    let key = |h: &[statten_train::checkpoint::EpochRecord]| {
+        h.iter()
+            .map(|r| {
+                let k = common::epoch_key(r);
+                [
+                    k[1],
+                    k[2],
+                    k[3],
+                    k[4],
+                    k[5],
+                    r.ema_eval_loss,
+                    r.ema_eval_top1,
+                    r.ema_eval_top5,
+                ]
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&resumed.history), key(&full.history));
+    assert_eq!(
+        ema_tensors(&cfg, &out.join("checkpoints/last.safetensors")),
+        ema
+    );
+}
+
+#[test]
+fn the_best_checkpoint_follows_the_configured_metric() {
+    let _guard = lock();
+    let dir = common::scratch_dir("workflows", "best");
+    let err = RunConfig::parse(
+        &fmnist("").to_toml(),
+        &["train.best_metric=\"ema_top1\"".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("train.best_metric") && err.contains("model_ema"),
+        "{err}"
+    );
+    let cfg = fmnist("train.model_ema=true\ntrain.best_metric=\"ema_top1\"\ntrain.max_batches=2");
+    run(&cfg, &dir.join("run"));
+    // best_weights holds the EMA's weights (the model's differ).
+    let mut best = cfg.model.init(&burn::tensor::Device::flex()).unwrap();
+    statten_core::checkpoint::load_reference(&mut best, &dir.join("run/best_weights.safetensors"))
+        .unwrap();
+    let ema = ema_tensors(&cfg, &dir.join("run/checkpoints/best.safetensors"));
+    assert_eq!(tensors(&best), ema);
+    // A checkpoint without EMA weights says so.
+    let plain = fmnist("train.max_batches=1");
+    run(&plain, &dir.join("plain"));
+    let mut m = plain.model.init(&burn::tensor::Device::flex()).unwrap();
+    let e = statten_train::checkpoint::load_ema_weights(
+        &dir.join("plain/checkpoints/last.safetensors"),
+        &mut m,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no EMA weights"), "{e}");
 }

@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use statten::device::DeviceName;
 use statten::recipes;
 use statten_train::config::RunConfig;
-use statten_train::train::eval_checkpoint;
+use statten_train::train::eval_checkpoint_weights;
 
 use statten_train::energy::EnergyPrecision;
 
@@ -41,6 +41,9 @@ pub struct EvalArgs {
     /// energy.precision; the JSON lists all three).
     #[arg(long, value_parser = listed::<EnergyPrecision>(&EnergyPrecision::NAMES))]
     pub energy_precision: Option<EnergyPrecision>,
+    /// Evaluate the checkpoint's EMA weights (a run with train.model_ema) instead of its model.
+    #[arg(long)]
+    pub ema: bool,
     /// Evaluate only the first N batches (default: the whole split).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_batches: usize,
@@ -64,7 +67,14 @@ fn run_eval(a: EvalArgs) -> Result<(), String> {
     if let Some(p) = a.energy_precision {
         cfg.energy.precision = p;
     }
-    let (ev, rep) = eval_checkpoint(&cfg, &a.checkpoint, a.split.into(), a.max_batches, !a.json)?;
+    let (ev, rep) = eval_checkpoint_weights(
+        &cfg,
+        &a.checkpoint,
+        a.split.into(),
+        a.max_batches,
+        !a.json,
+        a.ema,
+    )?;
     let split = a
         .split
         .to_possible_value()
@@ -73,6 +83,7 @@ fn run_eval(a: EvalArgs) -> Result<(), String> {
         let v = serde_json::json!({
             "checkpoint": a.checkpoint.display().to_string(),
             "split": split,
+            "weights": if a.ema { "ema" } else { "model" },
             "images": ev.images,
             "loss": ev.loss,
             "top1": ev.top1,
@@ -82,7 +93,8 @@ fn run_eval(a: EvalArgs) -> Result<(), String> {
         println!("{v}");
     } else {
         println!(
-            "{} split, {} images: eval loss {:.4}  top-1 {:.2} %  top-5 {:.2} %",
+            "{}{} split, {} images: eval loss {:.4}  top-1 {:.2} %  top-5 {:.2} %",
+            if a.ema { "EMA weights, " } else { "" },
             split.unwrap_or_default(),
             ev.images,
             ev.loss,

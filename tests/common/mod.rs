@@ -102,10 +102,15 @@ num_classes = 10
     };
 }
 
+/// The path [`scratch_dir`] gives `what` and `name` (without touching it).
+pub fn scratch_path(what: &str, name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("statten-{what}-{}-{name}", std::process::id()))
+}
+
 /// An empty scratch folder `statten-<what>-<pid>-<name>` under the system temp dir (left
 /// behind for inspection; removed at the next run of the same test).
 pub fn scratch_dir(what: &str, name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("statten-{what}-{}-{name}", std::process::id()));
+    let d = scratch_path(what, name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

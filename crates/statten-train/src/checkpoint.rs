@@ -46,6 +46,30 @@ pub struct EpochRecord {
     /// before this field existed.
     #[serde(default)]
     pub finished_at: u64,
+    /// The EMA model's eval loss, top-1 and top-5 (`train.model_ema`; NaN without).
+    #[serde(default = "nan", skip_serializing_if = "is_nan")]
+    pub ema_eval_loss: f64,
+    /// The EMA model's eval top-1 (%).
+    #[serde(default = "nan", skip_serializing_if = "is_nan")]
+    pub ema_eval_top1: f64,
+    /// The EMA model's eval top-5 (%).
+    #[serde(default = "nan", skip_serializing_if = "is_nan")]
+    pub ema_eval_top5: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn is_nan(v: &f64) -> bool {
+    v.is_nan()
+}
+
+impl EpochRecord {
+    /// Whether the EMA model was evaluated this epoch.
+    pub fn has_ema_eval(&self) -> bool {
+        self.ema_eval_top1.is_finite()
+    }
 }
 
 /// What the metadata holds.
@@ -82,6 +106,9 @@ pub struct CheckpointMeta {
     /// written before it was recorded).
     #[serde(default)]
     pub optimizer: String,
+    /// The EMA model's update count when the file holds its weights (`ema.` tensors).
+    #[serde(default)]
+    pub ema_updates: Option<u64>,
 }
 
 /// The running train statistics of an epoch in progress, kept exactly so that a run resumed
@@ -173,7 +200,7 @@ mod exact_history {
             .iter()
             .map(|r| {
                 format!(
-                    "{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     r.epoch,
                     r.train_loss,
                     r.train_top1,
@@ -183,7 +210,10 @@ mod exact_history {
                     r.lr,
                     r.images_per_s,
                     r.seconds,
-                    r.finished_at
+                    r.finished_at,
+                    r.ema_eval_loss,
+                    r.ema_eval_top1,
+                    r.ema_eval_top5
                 )
             })
             .collect();
@@ -196,8 +226,8 @@ mod exact_history {
             .map(|row| {
                 let bad = || serde::de::Error::custom(format!("bad history row `{row}`"));
                 let v: Vec<&str> = row.split(',').collect();
-                // Ten fields; nine in checkpoints written before `finished_at`.
-                if v.len() != 9 && v.len() != 10 {
+                // Thirteen fields; ten before the EMA's, nine before `finished_at`.
+                if ![9, 10, 13].contains(&v.len()) {
                     return Err(bad());
                 }
                 let f = |i: usize| v[i].parse::<f64>().map_err(|_| bad());
@@ -215,6 +245,9 @@ mod exact_history {
                         Some(t) => t.parse().map_err(|_| bad())?,
                         None => 0,
                     },
+                    ema_eval_loss: if v.len() > 10 { f(10)? } else { f64::NAN },
+                    ema_eval_top1: if v.len() > 10 { f(11)? } else { f64::NAN },
+                    ema_eval_top5: if v.len() > 10 { f(12)? } else { f64::NAN },
                 })
             })
             .collect()
@@ -247,12 +280,24 @@ pub fn save<M: Module + ModuleSnapshot>(
     opt: &Optimizer,
     meta: &CheckpointMeta,
 ) -> crate::error::Result<()> {
-    save_text(path, model, opt, meta).map_err(|m| Error::checkpoint(path, m))
+    save_with_ema(path, model, None, opt, meta)
+}
+
+/// [`save`], with the EMA model's weights (`ema.` tensors) and update count when there is one.
+pub fn save_with_ema<M: Module + ModuleSnapshot>(
+    path: &Path,
+    model: &M,
+    ema: Option<(&M, u64)>,
+    opt: &Optimizer,
+    meta: &CheckpointMeta,
+) -> crate::error::Result<()> {
+    save_text(path, model, ema, opt, meta).map_err(|m| Error::checkpoint(path, m))
 }
 
 fn save_text<M: Module + ModuleSnapshot>(
     path: &Path,
     model: &M,
+    ema: Option<(&M, u64)>,
     opt: &Optimizer,
     meta: &CheckpointMeta,
 ) -> Result<(), String> {
@@ -268,6 +313,12 @@ fn save_text<M: Module + ModuleSnapshot>(
         owned.push((format!("model.{}", t.name), t.shape, f32_bytes(&t.values)));
     }
     let mut meta = meta.clone();
+    meta.ema_updates = ema.map(|(_, n)| n);
+    if let Some((ema, _)) = ema {
+        for t in named_tensors(ema) {
+            owned.push((format!("ema.{}", t.name), t.shape, f32_bytes(&t.values)));
+        }
+    }
     meta.optimizer = opt.kind_name().to_string();
     meta.optim_steps.clear();
     for (name, step, ts) in optim {
@@ -534,4 +585,31 @@ fn prefixed_tensors(bytes: &[u8], prefix: &str, path: &Path) -> Result<Vec<u8>, 
         .filter_map(|(name, view)| Some((name.strip_prefix(prefix)?.to_string(), view)))
         .collect();
     safetensors::tensor::serialize(views, None).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Load the EMA model's weights of a statten checkpoint (`train.model_ema`) into `model`;
+/// returns its update count. A file without them is an error that says so.
+pub fn load_ema_weights<M: Module + ModuleSnapshot>(
+    path: &Path,
+    model: &mut M,
+) -> crate::error::Result<u64> {
+    let meta = read_meta(path)?;
+    let Some(updates) = meta.ema_updates else {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "{}: holds no EMA weights (its run had train.model_ema = false)",
+                path.display()
+            ),
+        ));
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::checkpoint(
+            path,
+            format!("{}: cannot read checkpoint: {e}", path.display()),
+        )
+    })?;
+    let ema = prefixed_tensors(&bytes, "ema.", path).map_err(|m| Error::checkpoint(path, m))?;
+    load_reference_bytes(model, ema, path)?;
+    Ok(updates)
 }

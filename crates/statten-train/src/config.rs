@@ -123,6 +123,28 @@ pub struct TrainConfig {
     /// Module prefixes of the model that `init_from` leaves at their initial values (drawn from
     /// the seed), e.g. `["head"]` to transfer a backbone to another class count (`--transfer`).
     pub init_exclude: Vec<String>,
+    /// Keep an exponential moving average of the model (timm's `--model-ema`): its weights and
+    /// BatchNorm statistics follow the model after every optimizer step, it is evaluated beside
+    /// the model each epoch (`ema_eval_*` in `summary.csv`) and saved in checkpoints.
+    pub model_ema: bool,
+    /// The EMA's decay per step (timm's default 0.9998).
+    pub model_ema_decay: f64,
+    /// timm `ModelEmaV3`'s warm-up: the decay of step n is `min(decay, 1 − (1 + n)^(−2/3))`.
+    pub model_ema_warmup: bool,
+    /// The eval figure that picks `best` and `best_weights`: `top1` (the model's) or
+    /// `ema_top1` (the EMA's, whose weights `best_weights` then holds; needs `model_ema`).
+    pub best_metric: BestMetric,
+}
+
+/// Which evaluation picks the best checkpoint (`train.best_metric`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BestMetric {
+    /// The trained model's eval top-1.
+    #[default]
+    Top1,
+    /// The EMA model's eval top-1.
+    EmaTop1,
 }
 
 impl TrainConfig {
@@ -157,6 +179,10 @@ impl Default for TrainConfig {
             conv_algorithm: ConvAlgorithm::Exact,
             init_from: String::new(),
             init_exclude: Vec::new(),
+            model_ema: false,
+            model_ema_decay: crate::ema::DEFAULT_DECAY,
+            model_ema_warmup: false,
+            best_metric: BestMetric::Top1,
         }
     }
 }
@@ -430,6 +456,9 @@ impl RunConfig {
         if self.train.batch_size == 0 {
             return Err("train.batch_size must be positive".into());
         }
+        if self.train.best_metric == BestMetric::EmaTop1 && !self.train.model_ema {
+            return Err("train.best_metric = \"ema_top1\" needs train.model_ema = true".into());
+        }
         if d.mixup.active() && !self.train.batch_size.is_multiple_of(2) {
             return Err(format!("train.batch_size = {} must be even with mixup (timm mixes each batch with its mirror)", self.train.batch_size));
         }
@@ -456,6 +485,7 @@ impl RunConfig {
             ("schedule.min_lr", sc.min_lr, non_negative),
             ("schedule.warmup_lr", sc.warmup_lr, non_negative),
             ("loss.label_smoothing", self.loss.label_smoothing, unit),
+            ("train.model_ema_decay", self.train.model_ema_decay, unit),
             (
                 "train.checkpoint_every_minutes",
                 self.train.checkpoint_every_minutes,

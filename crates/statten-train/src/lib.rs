@@ -59,6 +59,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod ema;
 pub mod energy;
 pub mod error;
 pub mod loss;

@@ -2,7 +2,10 @@
 //!
 //! Three panels under the run's name: **loss** (train, eval), **accuracy in %** (train top-1,
 //! eval top-1, eval top-5) and the **learning rate**, each with axis titles, tick numbers, a grid
-//! and a legend. Drawn with `plotters` into an RGB buffer and encoded with `image`; the text
+//! and a legend. The x axis is in epochs: where the run logged steps (`steps.csv`), the train
+//! loss and the learning rate are drawn at every logged step (at fractional epochs, epoch +
+//! batch / batches per epoch), with the per-epoch evaluations on top; a run with model EMA
+//! adds the EMA's eval loss and top-1. Drawn with `plotters` into an RGB buffer and encoded with `image`; the text
 //! uses DejaVu Sans, bundled in the binary, so no system font is needed. When several runs are
 //! overlaid each run has its colour, and train curves are dashed, eval curves solid.
 
@@ -38,6 +41,17 @@ pub struct Curves {
     pub eval_top5: Vec<Option<f64>>,
     /// Learning rate.
     pub lr: Vec<Option<f64>>,
+    /// The EMA model's eval loss (`train.model_ema`).
+    pub ema_eval_loss: Vec<Option<f64>>,
+    /// The EMA model's eval top-1 (%).
+    pub ema_eval_top1: Vec<Option<f64>>,
+    /// The logged steps (`steps.csv`): where they are in epochs (from 0; 1.0 is the end of
+    /// the first epoch, where its evaluation is drawn).
+    pub step_x: Vec<f64>,
+    /// Mean train loss of each logged step's window.
+    pub step_loss: Vec<Option<f64>>,
+    /// Learning rate of each logged step.
+    pub step_lr: Vec<Option<f64>>,
 }
 
 fn finite(v: f64) -> Option<f64> {
@@ -56,7 +70,75 @@ impl Curves {
             eval_top1: history.iter().map(|r| finite(r.eval_top1)).collect(),
             eval_top5: history.iter().map(|r| finite(r.eval_top5)).collect(),
             lr: history.iter().map(|r| finite(r.lr)).collect(),
+            ema_eval_loss: history.iter().map(|r| finite(r.ema_eval_loss)).collect(),
+            ema_eval_top1: history.iter().map(|r| finite(r.ema_eval_top1)).collect(),
+            ..Default::default()
         }
+    }
+
+    /// With the rows of a `steps.csv` (none when the file does not exist). `batches` is the
+    /// run's batches per epoch; without it, it is found from the rows (exactly from a row past
+    /// the first epoch, else the last batch logged).
+    pub fn with_steps(mut self, path: &Path, batches: Option<usize>) -> Result<Self, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .ok_or_else(|| format!("{}: no `{name}` column", path.display()))
+        };
+        let cols = [
+            col("step")?,
+            col("epoch")?,
+            col("batch")?,
+            col("loss")?,
+            col("lr")?,
+        ];
+        let rows: Vec<[Option<f64>; 5]> = lines
+            .map(|l| {
+                let cells: Vec<&str> = l.split(',').collect();
+                cols.map(|k| {
+                    cells
+                        .get(k)
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|v| v.is_finite())
+                })
+            })
+            .filter(|r| r[0].is_some() && r[1].is_some() && r[2].is_some())
+            .collect();
+        // Epochs are numbered from 1 in steps.csv (from 0 in files of older runs).
+        let first = rows.iter().filter_map(|r| r[1]).fold(f64::MAX, f64::min);
+        let base = if first == 0.0 { 0.0 } else { 1.0 };
+        let nb = batches.map(|b| b as f64).or_else(|| {
+            rows.iter()
+                .find(|r| r[1] > Some(base))
+                .and_then(|r| Some((r[0]? - r[2]?) / (r[1]? - base)))
+                .or_else(|| rows.iter().filter_map(|r| r[2]).reduce(f64::max))
+        });
+        let Some(nb) = nb.filter(|&n| n > 0.0) else {
+            return Ok(self);
+        };
+        for r in rows {
+            self.step_x
+                .push(r[1].unwrap_or(base) - base + r[2].unwrap_or(0.0) / nb);
+            self.step_loss.push(r[3]);
+            self.step_lr.push(r[4]);
+        }
+        Ok(self)
+    }
+
+    fn step_points(&self, v: &[Option<f64>]) -> Vec<(f64, f64)> {
+        self.step_x
+            .iter()
+            .zip(v)
+            .filter_map(|(x, v)| v.map(|v| (*x, v)))
+            .collect()
     }
 
     /// From a run directory's `summary.csv` (columns found by their header names; empty or
@@ -86,6 +168,8 @@ impl Curves {
             col("eval_top5")?,
             col("lr")?,
         ];
+        // Only in runs with model EMA.
+        let ema_cols = [col("ema_eval_loss").ok(), col("ema_eval_top1").ok()];
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -111,12 +195,19 @@ impl Curves {
             c.eval_top1.push(get(4));
             c.eval_top5.push(get(5));
             c.lr.push(get(6));
+            let opt = |k: Option<usize>| {
+                k.and_then(|k| cells.get(k))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|v| v.is_finite())
+            };
+            c.ema_eval_loss.push(opt(ema_cols[0]));
+            c.ema_eval_top1.push(opt(ema_cols[1]));
         }
         // Runs written before epochs were numbered from 1 in summary.csv start at 0.
         if c.epoch.first() == Some(&0.0) {
             c.epoch.iter_mut().for_each(|e| *e += 1.0);
         }
-        Ok(c)
+        c.with_steps(&dir.join("steps.csv"), None)
     }
 
     fn points(&self, v: &[Option<f64>]) -> Vec<(f64, f64)> {
@@ -137,6 +228,22 @@ pub fn draw_curves(
     path: &Path,
 ) -> crate::error::Result<()> {
     let c = Curves::from_history(name, history);
+    draw(&[c], epochs as f64, name, path).map_err(crate::error::Error::Plot)
+}
+
+/// [`draw_curves`] with the train loss and learning rate of every row of `steps` (a run's
+/// `steps.csv`, `batches` per epoch) — the training loop's plot.
+pub fn draw_curves_with_steps(
+    history: &[EpochRecord],
+    steps: &Path,
+    batches: usize,
+    epochs: usize,
+    name: &str,
+    path: &Path,
+) -> crate::error::Result<()> {
+    let c = Curves::from_history(name, history)
+        .with_steps(steps, Some(batches))
+        .map_err(crate::error::Error::Plot)?;
     draw(&[c], epochs as f64, name, path).map_err(crate::error::Error::Plot)
 }
 
@@ -230,6 +337,12 @@ fn draw(runs: &[Curves], epochs: f64, title: &str, path: &Path) -> Result<(), St
             .map_err(|e| err(&e))?;
         let panels = root.split_evenly((1, 3));
         let x_max = epochs.max(2.0);
+        // From 0 where steps are drawn (the first epoch's steps lie before 1).
+        let x_min = if runs.iter().any(|r| !r.step_x.is_empty()) {
+            0.0
+        } else {
+            1.0
+        };
         let specs: [Panel; 3] = [
             (
                 "loss",
@@ -254,7 +367,7 @@ fn draw(runs: &[Curves], epochs: f64, title: &str, path: &Path) -> Result<(), St
             ),
         ];
         for (area, spec) in panels.iter().zip(specs) {
-            draw_panel(area, spec, x_max, &err)?;
+            draw_panel(area, spec, (x_min, x_max), &err)?;
         }
         root.present().map_err(|e| err(&e))?;
     }
@@ -279,9 +392,14 @@ fn panel_lines(runs: &[Curves]) -> (Vec<Line>, Vec<Line>, Vec<Line>) {
             (format!("{} ", r.name), Some(PALETTE[k % PALETTE.len()]))
         };
         let color = |i: usize| c.unwrap_or(PALETTE[i]);
+        let steps = !r.step_x.is_empty();
         loss.push(Line {
             label: format!("{prefix}train"),
-            points: r.points(&r.train_loss),
+            points: if steps {
+                r.step_points(&r.step_loss)
+            } else {
+                r.points(&r.train_loss)
+            },
             color: color(0),
             dashed: !single,
         });
@@ -291,6 +409,14 @@ fn panel_lines(runs: &[Curves]) -> (Vec<Line>, Vec<Line>, Vec<Line>) {
             color: color(1),
             dashed: false,
         });
+        if single {
+            loss.push(Line {
+                label: "EMA eval".into(),
+                points: r.points(&r.ema_eval_loss),
+                color: color(3),
+                dashed: false,
+            });
+        }
         acc.push(Line {
             label: format!("{prefix}train top-1"),
             points: r.points(&r.train_top1),
@@ -312,13 +438,25 @@ fn panel_lines(runs: &[Curves]) -> (Vec<Line>, Vec<Line>, Vec<Line>) {
                 dashed: false,
             });
         }
+        if single {
+            acc.push(Line {
+                label: "EMA eval top-1".into(),
+                points: r.points(&r.ema_eval_top1),
+                color: color(3),
+                dashed: false,
+            });
+        }
         lr.push(Line {
             label: if single {
                 "learning rate".into()
             } else {
                 r.name.clone()
             },
-            points: r.points(&r.lr),
+            points: if steps {
+                r.step_points(&r.step_lr)
+            } else {
+                r.points(&r.lr)
+            },
             color: color(0),
             dashed: false,
         });
@@ -330,7 +468,7 @@ fn panel_lines(runs: &[Curves]) -> (Vec<Line>, Vec<Line>, Vec<Line>) {
 fn draw_panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     (caption, y_desc, lines, (y0, y1), pos): Panel<'_>,
-    x_max: f64,
+    (x_min, x_max): (f64, f64),
     err: &dyn Fn(&dyn std::fmt::Display) -> String,
 ) -> Result<(), String> {
     let mut chart = ChartBuilder::on(area)
@@ -338,7 +476,7 @@ fn draw_panel(
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(72)
-        .build_cartesian_2d(1.0..x_max, y0..y1)
+        .build_cartesian_2d(x_min..x_max, y0..y1)
         .map_err(|e| err(&e))?;
     let sci = caption == "learning rate";
     chart
@@ -347,7 +485,7 @@ fn draw_panel(
         .y_desc(y_desc)
         .axis_desc_style((FAMILY, 15))
         .label_style((FAMILY, 13))
-        .x_labels((x_max as usize).clamp(2, 10))
+        .x_labels(((x_max - x_min) as usize + 1).clamp(2, 11))
         .y_labels(8)
         // Epochs are whole numbers: ticks between them get no label.
         .x_label_formatter(&|v| {
@@ -429,6 +567,9 @@ mod tests {
             images_per_s: 100.0,
             seconds: 1.0,
             finished_at: 0,
+            ema_eval_loss: f64::NAN,
+            ema_eval_top1: f64::NAN,
+            ema_eval_top5: f64::NAN,
         }
     }
 
@@ -461,6 +602,47 @@ mod tests {
         assert!(coloured_pixels(&p) > 1500);
         // An empty history still draws the frame.
         draw_curves(&[], 10, "empty", &p).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn logged_steps_are_drawn_at_fractional_epochs() {
+        let dir = std::env::temp_dir().join(format!("statten-plot-steps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rd = crate::rundir::RunDir::prepare(&dir, crate::rundir::Existing::Refuse).unwrap();
+        rd.write_summary(&[rec(0, true)]).unwrap();
+        let p = dir.join("curves.png");
+        draw_curves(&[rec(0, true)], 10, "one epoch", &p).unwrap();
+        let dots = coloured_pixels(&p);
+        // One epoch of 10 batches, a row every 2: without the batches per epoch, the last
+        // logged batch of the first epoch stands for them.
+        let row = |step: u64, epoch, batch| crate::rundir::StepRecord {
+            step,
+            epoch,
+            batch,
+            loss: 3.0 - step as f64 * 0.1,
+            lr: 1e-3,
+            images_per_s: 10.0,
+            time: 0,
+        };
+        let rows: Vec<_> = (1..=5).map(|k| row(2 * k, 0, 2 * k as usize)).collect();
+        rd.append_steps(&rows).unwrap();
+        let c = Curves::from_run_dir(&dir).unwrap();
+        assert_eq!(c.step_x, vec![0.2, 0.4, 0.6, 0.8, 1.0]);
+        assert_eq!(c.step_loss[0], Some(2.8));
+        draw_curves_with_steps(&[rec(0, true)], &rd.steps(), 10, 10, "one epoch", &p).unwrap();
+        let lines = coloured_pixels(&p);
+        assert!(
+            lines > dots + 300,
+            "{lines} coloured pixels with steps, {dots} without"
+        );
+        // Past the first epoch the rows give the batches per epoch exactly (12 = 1·10 + 2).
+        rd.append_steps(&[row(12, 1, 2)]).unwrap();
+        let c = Curves::from_run_dir(&dir).unwrap();
+        assert_eq!(c.step_x.last(), Some(&1.2));
+        // The run's own count wins.
+        let c = Curves::default().with_steps(&rd.steps(), Some(4)).unwrap();
+        assert_eq!(c.step_x[0], 0.5);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -202,11 +202,20 @@ impl RunDir {
 
     /// Rewrite `summary.csv` from the history. An epoch without evaluation has empty eval
     /// cells; `finished_at` is the epoch's end in UTC (ISO 8601).
+    ///
+    /// A run with model EMA has three more columns, `ema_eval_loss`, `ema_eval_top1` and
+    /// `ema_eval_top5`.
     pub fn write_summary(&self, history: &[EpochRecord]) -> Result<()> {
+        let ema = history.iter().any(EpochRecord::has_ema_eval);
         let mut s = String::from(
             "epoch,train_loss,train_top1,eval_loss,eval_top1,eval_top5,lr,images_per_s,seconds,\
-             finished_at\n",
+             finished_at",
         );
+        s += if ema {
+            ",ema_eval_loss,ema_eval_top1,ema_eval_top5\n"
+        } else {
+            "\n"
+        };
         let cell = |v: f64, prec: usize| {
             if v.is_finite() {
                 format!("{v:.prec$}")
@@ -216,7 +225,7 @@ impl RunDir {
         };
         for r in history {
             s += &format!(
-                "{},{},{},{},{},{},{:.8e},{},{},{}\n",
+                "{},{},{},{},{},{},{:.8e},{},{},{}",
                 r.epoch + 1,
                 cell(r.train_loss, 6),
                 cell(r.train_top1, 4),
@@ -232,6 +241,15 @@ impl RunDir {
                     String::new()
                 }
             );
+            if ema {
+                s += &format!(
+                    ",{},{},{}",
+                    cell(r.ema_eval_loss, 6),
+                    cell(r.ema_eval_top1, 4),
+                    cell(r.ema_eval_top5, 4)
+                );
+            }
+            s.push('\n');
         }
         atomic_write(&self.summary(), s.as_bytes())
     }
@@ -466,6 +484,9 @@ mod tests {
             images_per_s: 1.0,
             seconds: 1.0,
             finished_at: 1_796_306_722,
+            ema_eval_loss: f64::NAN,
+            ema_eval_top1: f64::NAN,
+            ema_eval_top5: f64::NAN,
         }
     }
 

@@ -195,6 +195,9 @@ impl Trainer<'_> {
             images_per_s: stats.seen as f64 / stats.seconds.max(1e-9),
             seconds: 0.0,
             finished_at: 0,
+            ema_eval_loss: f64::NAN,
+            ema_eval_top1: f64::NAN,
+            ema_eval_top5: f64::NAN,
         };
         if do_eval {
             self.evaluate_epoch(epoch, &mut rec)?;
@@ -215,10 +218,21 @@ impl Trainer<'_> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                crate::plot::draw_curves(&self.history, total, &name, &self.dir.curves())?;
+                crate::plot::draw_curves_with_steps(
+                    &self.history,
+                    &self.dir.steps(),
+                    self.nb,
+                    total,
+                    &name,
+                    &self.dir.curves(),
+                )?;
             }
         }
-        let improved = rec.eval_top1.is_finite() && rec.eval_top1 > self.best;
+        let figure = match cfg.train.best_metric {
+            crate::config::BestMetric::Top1 => rec.eval_top1,
+            crate::config::BestMetric::EmaTop1 => rec.ema_eval_top1,
+        };
+        let improved = figure.is_finite() && figure > self.best;
         if improved {
             self.best = rec.eval_top1;
         }
@@ -253,12 +267,44 @@ impl Trainer<'_> {
         if self.replicas.rank == 0 {
             self.dir.write_energy(epoch, &rep)?;
         }
+        self.evaluate_ema(epoch, rec)?;
         if self.opts.energy_table_each_eval {
             print!("{}", rep.table());
         } else if self.opts.verbose {
             println!("{}", rep.summary_line());
         }
         self.energy = Some(rep);
+        Ok(())
+    }
+}
+
+impl Trainer<'_> {
+    /// The EMA model's evaluation into `rec` (`train.model_ema`), on rank 0's EMA weights.
+    fn evaluate_ema(&mut self, epoch: usize, rec: &mut EpochRecord) -> Result<()> {
+        let Some(mut ema) = self.ema.take() else {
+            return Ok(());
+        };
+        if let Some(w) = self.world.clone().filter(|_| self.replicas.ranks > 1) {
+            let m = crate::parallel::sync::broadcast_floats(&*w, ema.model().clone());
+            ema.set_model(m);
+        }
+        let prefix = self
+            .opts
+            .progress
+            .then(|| format!("eval ema {}/{}", epoch + 1, self.cfg.total_epochs()));
+        let spec = EvalSpec {
+            time_steps: self.cfg.model.time_steps,
+            max_batches: self.cfg.train.max_batches,
+            monitor: false,
+            world: self.world(),
+            progress: prefix.as_deref(),
+        };
+        let ev = evaluate_sharded(ema.model(), &self.test_loader, &self.base, &spec);
+        self.ema = Some(ema);
+        let ev = ev?;
+        rec.ema_eval_loss = ev.loss;
+        rec.ema_eval_top1 = ev.top1;
+        rec.ema_eval_top5 = ev.top5;
         Ok(())
     }
 }
@@ -287,6 +333,11 @@ fn print_epoch_line(rec: &EpochRecord, total: usize) {
         )
     } else {
         "(no eval this epoch)".into()
+    };
+    let eval = if rec.has_ema_eval() {
+        format!("{eval}  ema top-1 {:.2}%", rec.ema_eval_top1)
+    } else {
+        eval
     };
     println!(
         "epoch {:>3}/{total}  train loss {:.4} top-1 {:.2}%  {eval}  lr {:.3e}  {:.1} img/s  {:.1}s",

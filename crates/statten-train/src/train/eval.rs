@@ -226,10 +226,27 @@ pub fn eval_checkpoint(
     max_batches: usize,
     progress: bool,
 ) -> Result<(EvalResult, EnergyReport)> {
+    eval_checkpoint_weights(cfg, ckpt, split, max_batches, progress, false)
+}
+
+/// [`eval_checkpoint`] on the EMA weights of a statten checkpoint when `ema` (`train.model_ema`;
+/// a checkpoint without them is an error).
+pub fn eval_checkpoint_weights(
+    cfg: &RunConfig,
+    ckpt: &Path,
+    split: Split,
+    max_batches: usize,
+    progress: bool,
+    ema: bool,
+) -> Result<(EvalResult, EnergyReport)> {
     let base = device_from_name(&cfg.train.device)?;
     probe_device(&cfg.train.device, &base)?;
     let mut model = cfg.model.init(&base)?;
-    checkpoint::load_weights(ckpt, &mut model, &[])?;
+    if ema {
+        checkpoint::load_ema_weights(ckpt, &mut model)?;
+    } else {
+        checkpoint::load_weights(ckpt, &mut model, &[])?;
+    }
     let name = match split {
         Split::Train => "train",
         Split::Test => "test",

@@ -39,7 +39,9 @@ use crate::parallel::{Collective, Replicas};
 use crate::rundir::RunDir;
 
 pub use data::{batches_per_epoch, datasets, TrainTest};
-pub use eval::{eval_checkpoint, evaluate, evaluate_sharded, EvalResult, EvalSpec};
+pub use eval::{
+    eval_checkpoint, eval_checkpoint_weights, evaluate, evaluate_sharded, EvalResult, EvalSpec,
+};
 
 /// Options of a run that are not part of the config.
 #[derive(Debug, Clone, Default)]
@@ -140,6 +142,8 @@ pub struct Trainer<'a> {
     objective: Objective,
     /// Always `Some` between steps (the optimizer takes the model by value).
     model: Option<StattenModel>,
+    /// The model's moving average (`train.model_ema`), on the main device without autodiff.
+    ema: Option<crate::ema::ModelEma>,
     opt: Optimizer,
     history: Vec<EpochRecord>,
     best: f64,
@@ -180,6 +184,11 @@ impl Trainer<'_> {
     /// The run directory.
     pub fn dir(&self) -> &RunDir {
         &self.dir
+    }
+
+    /// The EMA model (`train.model_ema`).
+    pub fn ema(&self) -> Option<&crate::ema::ModelEma> {
+        self.ema.as_ref()
     }
 
     /// The model as it stands (before the first step: its initial or `train.init_from`

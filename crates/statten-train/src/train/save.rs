@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::Trainer;
 use crate::checkpoint::{self, CheckpointMeta, PartialEpoch};
+use crate::config::BestMetric;
 use crate::error::Result;
 
 impl Trainer<'_> {
@@ -26,7 +27,20 @@ impl Trainer<'_> {
             partial,
             skipped_steps: self.skipped_steps,
             optimizer: self.opt.kind_name().to_string(),
+            ema_updates: None,
         }
+    }
+
+    /// `last`: the model, the EMA model when there is one, the optimizer and `meta`.
+    fn save_last(&self, meta: &CheckpointMeta) -> Result<()> {
+        let ema = self.ema.as_ref().map(|e| (e.model(), e.updates()));
+        checkpoint::save_with_ema(
+            &self.dir.last_checkpoint(),
+            self.model(),
+            ema,
+            &self.opt,
+            meta,
+        )
     }
 
     /// `last` with the position inside the epoch.
@@ -40,7 +54,7 @@ impl Trainer<'_> {
             return Ok(());
         }
         let meta = self.meta(epoch, done, Some(stats));
-        checkpoint::save(&self.dir.last_checkpoint(), self.model(), &self.opt, &meta)?;
+        self.save_last(&meta)?;
         self.last_checkpoint_at = Instant::now();
         Ok(())
     }
@@ -52,11 +66,16 @@ impl Trainer<'_> {
         }
         let meta = self.meta(epochs_done, 0, None);
         let last = self.dir.last_checkpoint();
-        checkpoint::save(&last, self.model(), &self.opt, &meta)?;
+        self.save_last(&meta)?;
         self.last_checkpoint_at = Instant::now();
         if improved {
             checkpoint::copy(&last, &self.dir.best_checkpoint())?;
-            statten_core::checkpoint::save_reference(self.model(), &self.dir.best_weights())?;
+            // The weights of the model whose figure picked it.
+            let best = match (self.cfg.train.best_metric, &self.ema) {
+                (BestMetric::EmaTop1, Some(ema)) => ema.model(),
+                _ => self.model(),
+            };
+            statten_core::checkpoint::save_reference(best, &self.dir.best_weights())?;
         }
         let every = self.cfg.train.checkpoint_every;
         if every > 0 && epochs_done.is_multiple_of(every) {

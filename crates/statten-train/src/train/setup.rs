@@ -85,6 +85,7 @@ impl<'a> Trainer<'a> {
         if let Some(w) = world {
             model = broadcast_floats(w, model);
         }
+        let ema = model_ema(cfg, &model, &base, opts.resume.as_deref())?;
         Ok(Self {
             cfg,
             opts,
@@ -98,6 +99,7 @@ impl<'a> Trainer<'a> {
             mixup: cfg.mixup(),
             objective: Objective::of_run(cfg),
             model: Some(model),
+            ema,
             opt,
             history: resumed.history,
             best: resumed.best,
@@ -245,6 +247,30 @@ fn init_model(
         barrier();
     }
     model
+}
+
+/// The EMA model (`train.model_ema`): a copy of the model, or a resumed checkpoint's EMA
+/// weights and update count (a checkpoint written without EMA starts it from its model, as
+/// timm does).
+fn model_ema(
+    cfg: &RunConfig,
+    model: &StattenModel,
+    base: &Device,
+    resume: Option<&std::path::Path>,
+) -> Result<Option<crate::ema::ModelEma>> {
+    let t = &cfg.train;
+    if !t.model_ema {
+        return Ok(None);
+    }
+    let mut ema = crate::ema::ModelEma::new(model, t.model_ema_decay, t.model_ema_warmup, 0);
+    if let Some(ck) = resume {
+        if checkpoint::read_meta(ck)?.ema_updates.is_some() {
+            let mut m = cfg.model.init(base)?;
+            let n = checkpoint::load_ema_weights(ck, &mut m)?;
+            ema = crate::ema::ModelEma::new(&m, t.model_ema_decay, t.model_ema_warmup, n);
+        }
+    }
+    Ok(Some(ema))
 }
 
 /// `train.init_from`'s weights into `model`, but for the `train.init_exclude` prefixes.

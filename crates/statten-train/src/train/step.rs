@@ -66,6 +66,9 @@ impl Trainer<'_> {
         };
         let m = self.model.take().expect("model");
         self.model = Some(self.opt.step(lr, m, grads));
+        if let (Some(ema), Some(m)) = (&mut self.ema, &self.model) {
+            ema.update(m);
+        }
         Ok(Some((loss, correct)))
     }
 
