@@ -437,3 +437,199 @@ fn the_best_checkpoint_follows_the_configured_metric() {
     .to_string();
     assert!(e.contains("no EMA weights"), "{e}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// CRC-32C bit by bit (independent of the writer's table).
+fn crc32c_bitwise(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// The scalars of a run's event file, `tag → [(step, value)]`, every record's framing and
+/// checksums verified here.
+fn tb_scalars(run: &Path) -> std::collections::BTreeMap<String, Vec<(i64, f32)>> {
+    let files: Vec<PathBuf> = std::fs::read_dir(run.join("tb"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("events.out.tfevents."), "{name}");
+    let b = std::fs::read(&files[0]).unwrap();
+    let mask = |c: u32| c.rotate_right(15).wrapping_add(0xA282_EAD8);
+    let mut out: std::collections::BTreeMap<String, Vec<(i64, f32)>> = Default::default();
+    let (mut at, mut records) = (0, 0);
+    while at < b.len() {
+        let n = u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+        let len_crc = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap());
+        assert_eq!(
+            len_crc,
+            mask(crc32c_bitwise(&b[at..at + 8])),
+            "record at {at}"
+        );
+        let data = &b[at + 12..at + 12 + n];
+        let data_crc = u32::from_le_bytes(b[at + 12 + n..at + 16 + n].try_into().unwrap());
+        assert_eq!(data_crc, mask(crc32c_bitwise(data)), "record at {at}");
+        let e = statten_train::tensorboard::Event::decode(data).unwrap();
+        if records == 0 {
+            assert_eq!(e.file_version.as_deref(), Some("brain.Event:2"));
+        }
+        for (tag, v) in e.scalars {
+            out.entry(tag).or_default().push((e.step, v));
+        }
+        at += 16 + n;
+        records += 1;
+    }
+    out
+}
+
+#[test]
+fn tensorboard_files_hold_the_runs_figures_and_resume_without_repeats() {
+    let _guard = lock();
+    let dir = common::scratch_dir("workflows", "tb");
+    let cfg = fmnist("schedule.epochs=2\ntrain.model_ema=true");
+    let full = run(&cfg, &dir.join("full"));
+    let tb = tb_scalars(&dir.join("full"));
+    // The steps.csv rows, at their global steps.
+    let steps: Vec<i64> = std::fs::read_to_string(dir.join("full/steps.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(steps, vec![2, 4, 6, 8, 10, 12, 14, 16]);
+    for tag in ["train/loss", "train/lr", "train/images_per_s"] {
+        let got: Vec<i64> = tb[tag].iter().map(|p| p.0).collect();
+        assert_eq!(got, steps, "{tag}");
+    }
+    // Each epoch's figures at the step of its end (8 steps an epoch).
+    type Figure = fn(&statten_train::checkpoint::EpochRecord) -> f64;
+    let figures: [(&str, Figure); 5] = [
+        ("eval/top1", |r| r.eval_top1),
+        ("eval/loss", |r| r.eval_loss),
+        ("eval/top5", |r| r.eval_top5),
+        ("eval_ema/top1", |r| r.ema_eval_top1),
+        ("train/epoch_loss", |r| r.train_loss),
+    ];
+    for (tag, f) in figures {
+        let want: Vec<(i64, f32)> = full
+            .history
+            .iter()
+            .map(|r| (8 * (r.epoch as i64 + 1), f(r) as f32))
+            .collect();
+        assert_eq!(tb[tag], want, "{tag}");
+    }
+    let energy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("full/energy.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        tb["energy/mj_per_image"].last().unwrap().1,
+        energy["energy_mj"].as_f64().unwrap() as f32
+    );
+    let layers = energy["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    for l in layers {
+        let tag = format!("firing_rate/{}", l["name"].as_str().unwrap());
+        assert_eq!(tb[&tag].len(), 2, "{tag}");
+    }
+    // A crash after step 16 whose last checkpoint is from step 5: the full run's folder with
+    // the checkpoint of a run stopped after step 5 (the same steps up to there). The resume
+    // drops the events after step 5 and writes them again: the same steps, none twice.
+    let stopped = dir.join("stopped");
+    train(
+        &cfg,
+        &RunOptions {
+            stop_after_steps: 5,
+            ..opts(&stopped)
+        },
+    )
+    .unwrap();
+    let out = dir.join("crashed");
+    copy_dir(&dir.join("full"), &out);
+    std::fs::copy(
+        stopped.join("checkpoints/last.safetensors"),
+        out.join("checkpoints/last.safetensors"),
+    )
+    .unwrap();
+    train(
+        &cfg,
+        &RunOptions {
+            resume: Some(out.join("checkpoints/last.safetensors")),
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    let again = tb_scalars(&out);
+    assert_eq!(
+        again.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>()
+    );
+    for (tag, points) in &tb {
+        let s = |p: &[(i64, f32)]| p.iter().map(|p| p.0).collect::<Vec<_>>();
+        assert_eq!(s(&again[tag]), s(points), "{tag}");
+    }
+    assert_eq!(again["eval/top1"], tb["eval/top1"]);
+    // TensorBoard's own reader, where the `tensorboard` Python package is installed.
+    tensorboard_reads(&dir.join("full"), &tb);
+}
+
+/// TensorBoard's `EventAccumulator` finds the same scalars; skipped (and said so) without
+/// Python's `tensorboard` package.
+fn tensorboard_reads(run: &Path, want: &std::collections::BTreeMap<String, Vec<(i64, f32)>>) {
+    let script = r#"
+import json, sys
+try:
+    from tensorboard.backend.event_processing import event_accumulator as ea
+except ImportError:
+    print("NO-TENSORBOARD")
+    sys.exit(0)
+acc = ea.EventAccumulator(sys.argv[1], size_guidance={ea.SCALARS: 0})
+acc.Reload()
+print(json.dumps({t: [[s.step, s.value] for s in acc.Scalars(t)] for t in acc.Tags()["scalars"]}))
+"#;
+    let out = match std::process::Command::new("python3")
+        .args(["-c", script, &run.join("tb").to_string_lossy()])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("skipped: TensorBoard's reader (python3 does not run: {e})");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if text.trim() == "NO-TENSORBOARD" {
+        eprintln!("skipped: TensorBoard's reader (the `tensorboard` Python package is not installed; pip install tensorboard)");
+        return;
+    }
+    let got: std::collections::BTreeMap<String, Vec<(i64, f32)>> =
+        serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(&got, want, "TensorBoard reads other scalars");
+    eprintln!("TensorBoard's reader found {} scalar tags", got.len());
+}

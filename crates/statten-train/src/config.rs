@@ -134,6 +134,10 @@ pub struct TrainConfig {
     /// The eval figure that picks `best` and `best_weights`: `top1` (the model's) or
     /// `ema_top1` (the EMA's, whose weights `best_weights` then holds; needs `model_ema`).
     pub best_metric: BestMetric,
+    /// Write TensorBoard event files to `tb/` in the run directory (rank 0): the `steps.csv`
+    /// rows' loss, learning rate and images/s, and each epoch's train and eval figures, EMA
+    /// figures, energy and per-layer firing rates.
+    pub tensorboard: bool,
 }
 
 /// Which evaluation picks the best checkpoint (`train.best_metric`).
@@ -183,6 +187,7 @@ impl Default for TrainConfig {
             model_ema_decay: crate::ema::DEFAULT_DECAY,
             model_ema_warmup: false,
             best_metric: BestMetric::Top1,
+            tensorboard: true,
         }
     }
 }

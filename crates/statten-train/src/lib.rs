@@ -70,6 +70,7 @@ pub mod parallel;
 pub mod plot;
 pub mod rundir;
 pub mod schedule;
+pub mod tensorboard;
 pub mod train;
 
 /// The collectives' old path (before the `parallel` folder): use [`parallel::collective`].

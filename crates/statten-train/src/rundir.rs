@@ -107,6 +107,13 @@ impl RunDir {
                 }
             }
         }
+        if let Ok(rd) = std::fs::read_dir(self.tensorboard()) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().contains("tfevents") {
+                    remove_if_present(&e.path())?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -125,6 +132,10 @@ impl RunDir {
     /// `steps.csv`.
     pub fn steps(&self) -> PathBuf {
         self.root.join("steps.csv")
+    }
+    /// `tb/`, the TensorBoard event files.
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join("tb")
     }
     /// `metrics.jsonl`.
     pub fn metrics(&self) -> PathBuf {

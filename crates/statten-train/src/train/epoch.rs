@@ -153,7 +153,7 @@ impl Trainer<'_> {
         let w = std::mem::take(&mut self.log);
         if self.replicas.rank == 0 {
             let cfg = self.cfg;
-            self.dir.append_steps(&[crate::rundir::StepRecord {
+            let row = crate::rundir::StepRecord {
                 step,
                 epoch,
                 batch: i + 1,
@@ -161,7 +161,18 @@ impl Trainer<'_> {
                 lr: cfg.schedule.lr_for(cfg.optimizer.lr, epoch, i, self.nb),
                 images_per_s: w.images as f64 / w.since.elapsed().as_secs_f64().max(1e-9),
                 time: crate::rundir::unix_now(),
-            }])?;
+            };
+            self.dir.append_steps(std::slice::from_ref(&row))?;
+            if let Some(tb) = &mut self.tb {
+                tb.scalars(
+                    step,
+                    &[
+                        ("train/loss", row.loss),
+                        ("train/lr", row.lr),
+                        ("train/images_per_s", row.images_per_s),
+                    ],
+                )?;
+            }
         }
         Ok(())
     }
@@ -209,6 +220,7 @@ impl Trainer<'_> {
         }
         self.history.push(rec.clone());
         if self.replicas.rank == 0 {
+            self.tensorboard_epoch(&rec, do_eval)?;
             self.dir.append_epoch(&rec)?;
             self.dir.write_summary(&self.history)?;
             if cfg.train.plot {
@@ -279,6 +291,41 @@ impl Trainer<'_> {
 }
 
 impl Trainer<'_> {
+    /// The epoch's figures in the TensorBoard file, at the global step of its end: the train
+    /// and eval figures, the EMA's, and when it was evaluated the energy and per-layer firing
+    /// rates.
+    fn tensorboard_epoch(&mut self, rec: &EpochRecord, evaluated: bool) -> Result<()> {
+        let Some(tb) = &mut self.tb else {
+            return Ok(());
+        };
+        let step = ((rec.epoch + 1) * self.nb) as u64;
+        let mut s: Vec<(String, f64)> = [
+            ("train/epoch", (rec.epoch + 1) as f64),
+            ("train/epoch_loss", rec.train_loss),
+            ("train/top1", rec.train_top1),
+            ("train/epoch_images_per_s", rec.images_per_s),
+            ("eval/loss", rec.eval_loss),
+            ("eval/top1", rec.eval_top1),
+            ("eval/top5", rec.eval_top5),
+            ("eval_ema/loss", rec.ema_eval_loss),
+            ("eval_ema/top1", rec.ema_eval_top1),
+            ("eval_ema/top5", rec.ema_eval_top5),
+        ]
+        .into_iter()
+        .map(|(t, v)| (t.to_string(), v))
+        .collect();
+        if let Some(rep) = self.energy.as_ref().filter(|_| evaluated) {
+            s.push(("energy/mj_per_image".into(), rep.energy_mj));
+            s.push(("energy/mean_firing_rate".into(), rep.mean_rate));
+            s.push(("energy/sops_per_image".into(), rep.sops));
+            for l in &rep.layers {
+                s.push((format!("firing_rate/{}", l.name), l.rate));
+            }
+        }
+        let s: Vec<(&str, f64)> = s.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+        tb.scalars(step, &s)
+    }
+
     /// The EMA model's evaluation into `rec` (`train.model_ema`), on rank 0's EMA weights.
     fn evaluate_ema(&mut self, epoch: usize, rec: &mut EpochRecord) -> Result<()> {
         let Some(mut ema) = self.ema.take() else {

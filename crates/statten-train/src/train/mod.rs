@@ -161,6 +161,8 @@ pub struct Trainer<'a> {
     last_checkpoint_at: Instant,
     /// The steps since the last `steps.csv` row.
     log: LogWindow,
+    /// The TensorBoard event file (rank 0, `train.tensorboard`).
+    tb: Option<crate::tensorboard::EventWriter>,
 }
 
 /// The optimizer steps since the last `steps.csv` row.

@@ -82,6 +82,18 @@ impl<'a> Trainer<'a> {
         if replicas.rank == 0 {
             dir.write_config(&cfg.to_toml())?;
         }
+        let tb = if replicas.rank == 0 && cfg.train.tensorboard {
+            let at = opts
+                .resume
+                .as_ref()
+                .map(|_| (resumed.start.0 * nb + resumed.start.1) as u64);
+            Some(crate::tensorboard::EventWriter::open(
+                &dir.tensorboard(),
+                at,
+            )?)
+        } else {
+            None
+        };
         if let Some(w) = world {
             model = broadcast_floats(w, model);
         }
@@ -112,6 +124,7 @@ impl<'a> Trainer<'a> {
             epochs_run: 0,
             last_checkpoint_at: Instant::now(),
             log: LogWindow::default(),
+            tb,
         })
     }
 }
