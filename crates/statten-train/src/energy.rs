@@ -4,6 +4,12 @@
 //! spiking layers weighted by their element counts, measured on the eval set; the STAtten
 //! attention term (KᵀV per chunk and Q·(KᵀV)) is part of the spike-driven MACs.
 //!
+//! The report also pairs, layer by layer, each synaptic layer's operations with the firing rate
+//! of the spikes that are its input ([`OpEnergy`], from
+//! [`ModelConfig::synaptic_ops`](statten_core::models::ModelConfig::synaptic_ops)): the
+//! per-layer table says which rate multiplies which operation count, and the sum of those
+//! products is given beside the paper's mean-rate figure.
+//!
 //! The operation energies are Horowitz's 45 nm figures at one of three precisions
 //! ([`EnergyPrecision`], `energy.precision`): FP32 (E_MAC 4.6 pJ, E_AC 0.9 pJ, the paper's and
 //! the default), FP16 (1.5, 0.4) and INT8 (0.23, 0.03). The report gives the chosen one and the
@@ -100,6 +106,28 @@ pub struct LayerRate {
     pub elements_per_image: f64,
 }
 
+/// One synaptic layer's operations and the firing rate they are paired with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpEnergy {
+    /// The layer (`patch_embed.proj_conv1`, `block.0.attn.kv`, `head`, …).
+    pub op: String,
+    /// The spiking layers whose spikes are its input (their rates are summed); empty for the
+    /// first convolution, whose input is the image.
+    pub inputs: Vec<String>,
+    /// The attention product's other spiking operand, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    /// How the input relates to those spikes (`max-pooled`, …), when not plainly.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// The input's firing rate (the sum over `inputs`; `None` for the image).
+    pub input_rate: Option<f64>,
+    /// Multiply-accumulates per image (all time steps).
+    pub macs: f64,
+    /// Synaptic operations per image: `input_rate × macs` (the MACs for the image's layer).
+    pub sops: f64,
+}
+
 /// The report written to `energy.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EnergyReport {
@@ -123,6 +151,13 @@ pub struct EnergyReport {
     /// The energy per image at every precision (FP32, FP16, INT8).
     #[serde(default)]
     pub by_precision: Vec<PrecisionEnergy>,
+    /// Every synaptic layer with the firing rate of its input, in forward order.
+    #[serde(default)]
+    pub operations: Vec<OpEnergy>,
+    /// The sum of the spike-driven layers' `sops` (each layer at its own input's rate), beside
+    /// the paper's `sops` (the mean rate × all spike-driven MACs).
+    #[serde(default)]
+    pub sops_per_layer: f64,
 }
 
 /// Accumulates firing statistics over eval batches.
@@ -208,6 +243,34 @@ impl RateAccumulator {
         };
         let macs = cfg.macs();
         let sops = mean_rate * macs.other as f64;
+        let rate_of = |name: &str| layers.iter().find(|l| l.name == name).map(|l| l.rate);
+        let operations: Vec<OpEnergy> = cfg
+            .synaptic_ops()
+            .into_iter()
+            .map(|o| {
+                let input_rate = (!o.inputs.is_empty()).then(|| {
+                    o.inputs
+                        .iter()
+                        .map(|i| rate_of(i).unwrap_or(f64::NAN))
+                        .sum::<f64>()
+                });
+                let macs = o.macs as f64;
+                OpEnergy {
+                    sops: input_rate.map_or(macs, |r| r * macs),
+                    op: o.name,
+                    inputs: o.inputs,
+                    with: o.with,
+                    note: o.note.to_string(),
+                    input_rate,
+                    macs,
+                }
+            })
+            .collect();
+        let sops_per_layer = operations
+            .iter()
+            .filter(|o| o.input_rate.is_some())
+            .map(|o| o.sops)
+            .sum();
         let at = |p: EnergyPrecision| {
             let (e_mac_pj, e_ac_pj) = p.energies_pj();
             let energy_pj = e_mac_pj * macs.first_conv as f64 + e_ac_pj * sops;
@@ -228,6 +291,8 @@ impl RateAccumulator {
             energy_mj: at(precision).energy_mj,
             precision,
             by_precision: EnergyPrecision::ALL.into_iter().map(at).collect(),
+            operations,
+            sops_per_layer,
         }
     }
 }
@@ -245,13 +310,59 @@ impl EnergyReport {
         )
     }
 
-    /// The one-line figure and the firing rate of every spiking layer.
+    /// The one-line figure, the firing rate of every spiking layer, and the operations of
+    /// every synaptic layer with the rate of the spikes that are its input.
     pub fn table(&self) -> String {
         let mut s = self.summary_line();
         s.push('\n');
         for l in &self.layers {
             s += &format!("  {:<40} {:.4}\n", l.name, l.rate);
         }
+        if !self.operations.is_empty() {
+            s += &self.operations_table();
+        }
+        s
+    }
+
+    /// Per synaptic layer: its input (the spiking layer whose rate is used), that rate, its
+    /// MACs and SOPs per image; then both totals.
+    pub fn operations_table(&self) -> String {
+        let mut s = format!(
+            "  {:<28} {:<44} {:>7} {:>11} {:>11}\n",
+            "layer", "input spikes (rate used)", "rate", "M MACs", "M SOPs"
+        );
+        for o in &self.operations {
+            let mut input = match o.inputs.len() {
+                0 => "the image (dense MACs)".to_string(),
+                1 => o.inputs[0].clone(),
+                n => format!("sum of {n} spike layers"),
+            };
+            if let Some(w) = &o.with {
+                input += &format!(" × {}", w.rsplit('.').next().unwrap_or(w));
+            }
+            if !o.note.is_empty() && o.inputs.len() == 1 {
+                input += &format!(" ({})", o.note);
+            }
+            let rate = o
+                .input_rate
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.4}"));
+            s += &format!(
+                "  {:<28} {:<44} {:>7} {:>11.3} {:>11.3}\n",
+                o.op,
+                input,
+                rate,
+                o.macs / 1e6,
+                o.sops / 1e6
+            );
+        }
+        s += &format!(
+            "  spike-driven SOPs per image: {:.3} M layer by layer; {:.3} M as the paper counts \
+             them (mean rate {:.4} × {:.3} M MACs), which the energy uses\n",
+            self.sops_per_layer / 1e6,
+            self.sops / 1e6,
+            self.mean_rate,
+            self.spike_macs / 1e6
+        );
         s
     }
 }
@@ -304,6 +415,80 @@ mod tests {
                 "{}",
                 rep.summary_line()
             );
+        }
+    }
+
+    #[test]
+    fn each_layer_is_paired_with_its_inputs_rate() {
+        for preset in ["cifar10-2-256", "spikformer-cifar10-4-384"] {
+            let cfg = ModelConfig::preset(preset).unwrap();
+            let ops = cfg.synaptic_ops();
+            // Every spiking layer an op reads, with its own rate (k + 1) / 100.
+            let mut names: Vec<String> = Vec::new();
+            for o in &ops {
+                for i in o.inputs.iter().chain(&o.with) {
+                    if !names.contains(i) {
+                        names.push(i.clone());
+                    }
+                }
+            }
+            let rate = |n: &str| (names.iter().position(|m| m == n).unwrap() + 1) as f64 / 100.0;
+            let mut acc = RateAccumulator::default();
+            let stats: Vec<FiringStat> = names
+                .iter()
+                .map(|n| FiringStat {
+                    name: n.clone(),
+                    shape: vec![100],
+                    spikes: rate(n) * 100.0,
+                    elements: 100,
+                })
+                .collect();
+            acc.add(&stats, 1);
+            let rep = acc.report(&cfg, 0);
+            assert_eq!(rep.operations.len(), ops.len());
+            let first = &rep.operations[0];
+            assert_eq!((first.input_rate, first.sops), (None, first.macs));
+            let mut total = 0.0;
+            for (o, want) in rep.operations.iter().zip(&ops).skip(1) {
+                let r: f64 = want.inputs.iter().map(|i| rate(i)).sum();
+                assert!((o.input_rate.unwrap() - r).abs() < 1e-12, "{}", o.op);
+                assert!(
+                    (o.sops - r * want.macs as f64).abs() <= 1e-9 * o.sops,
+                    "{}",
+                    o.op
+                );
+                total += o.sops;
+            }
+            assert!((rep.sops_per_layer - total).abs() <= 1e-9 * total);
+            let table = rep.table();
+            let product = if preset.starts_with("spikformer") {
+                ["block.0.attn.qk", "q_lif × k_lif"]
+            } else {
+                ["block.0.attn.kv", "k_lif × v_lif"]
+            };
+            assert!(
+                table.contains(product[0]) && table.contains(product[1]),
+                "{table}"
+            );
+            if preset.starts_with("spikformer") {
+                // The residual stream: the sum of the spikes added into it.
+                let q = rep
+                    .operations
+                    .iter()
+                    .find(|o| o.op == "block.1.attn.q_linear")
+                    .unwrap();
+                assert_eq!(q.inputs.len(), 4, "{q:?}");
+                assert!(table.contains("sum of 4 spike layers"), "{table}");
+            } else {
+                assert!(
+                    table.contains("block.0.attn.q_conv")
+                        && table.contains("block.0.attn.shortcut_lif"),
+                    "{table}"
+                );
+            }
+            // energy.json carries the table.
+            let json = serde_json::to_value(&rep).unwrap();
+            assert_eq!(json["operations"].as_array().unwrap().len(), ops.len());
         }
     }
 

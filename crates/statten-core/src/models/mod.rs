@@ -1,10 +1,12 @@
 //! Backbones: the Spike-driven Transformer (SDT) and Spikformer, their serde configuration and
 //! the named presets of the reference repositories.
 
+mod ops;
 mod presets;
 mod sdt;
 mod spikformer;
 
+pub use ops::SynapticOp;
 pub use presets::{Preset, PRESETS};
 pub use sdt::{MsMlp, Sdt, SdtBlock, SdtSps};
 pub use spikformer::{Spikformer, SpikformerBlock, SpikformerMlp, SpikformerSps};
