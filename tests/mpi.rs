@@ -66,6 +66,13 @@ fn train_args(cfg: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// `statten train` in one process, the global batch over two devices.
+fn one_process_two_devices(cfg: &Path, out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_statten"));
+    c.args(&train_args(cfg, out, &["--set", "train.devices=[\"cpu:0\",\"cpu:1\"]"])[1..]);
+    c
+}
+
 fn check(mut c: Command) -> String {
     let o = c.output().expect("start");
     let text = format!(
@@ -112,15 +119,7 @@ fn two_ranks_train_as_one_process_with_two_devices_and_resume_exactly() {
     std::fs::write(&cfg, CFG).unwrap();
     // One process, the global batch over two devices.
     let single = dir.join("single");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_statten"));
-    c.args(
-        &train_args(
-            &cfg,
-            &single,
-            &["--set", "train.devices=[\"cpu:0\",\"cpu:1\"]"],
-        )[1..],
-    );
-    check(c);
+    check(one_process_two_devices(&cfg, &single));
     let want = rows(&single);
     assert_eq!(want.len(), 2);
 
@@ -187,15 +186,7 @@ fn rank_0s_model_ema_is_the_one_process_ema() {
     )
     .unwrap();
     let single = dir.join("single");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_statten"));
-    c.args(
-        &train_args(
-            &cfg,
-            &single,
-            &["--set", "train.devices=[\"cpu:0\",\"cpu:1\"]"],
-        )[1..],
-    );
-    check(c);
+    check(one_process_two_devices(&cfg, &single));
     let ranks = dir.join("ranks");
     let mut c = mpirun();
     c.args(train_args(&cfg, &ranks, &[]));

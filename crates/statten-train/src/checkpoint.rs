@@ -21,8 +21,9 @@ use statten_core::checkpoint::{
 use crate::error::Error;
 use crate::optim::Optimizer;
 
-/// One row of the per-epoch history (also a `summary.csv` row).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One row of the per-epoch history (also a `summary.csv` row). Two records are equal when
+/// every figure is, a missing one (NaN: not evaluated, no EMA) equal to a missing one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// Epoch (0-based).
     pub epoch: usize,
@@ -63,6 +64,29 @@ fn nan() -> f64 {
 
 fn is_nan(v: &f64) -> bool {
     v.is_nan()
+}
+
+impl PartialEq for EpochRecord {
+    fn eq(&self, o: &Self) -> bool {
+        let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+        self.epoch == o.epoch
+            && self.finished_at == o.finished_at
+            && [
+                (self.train_loss, o.train_loss),
+                (self.train_top1, o.train_top1),
+                (self.eval_loss, o.eval_loss),
+                (self.eval_top1, o.eval_top1),
+                (self.eval_top5, o.eval_top5),
+                (self.lr, o.lr),
+                (self.images_per_s, o.images_per_s),
+                (self.seconds, o.seconds),
+                (self.ema_eval_loss, o.ema_eval_loss),
+                (self.ema_eval_top1, o.ema_eval_top1),
+                (self.ema_eval_top5, o.ema_eval_top5),
+            ]
+            .into_iter()
+            .all(|(a, b)| same(a, b))
+    }
 }
 
 impl EpochRecord {
@@ -612,4 +636,55 @@ pub fn load_ema_weights<M: Module + ModuleSnapshot>(
     let ema = prefixed_tensors(&bytes, "ema.", path).map_err(|m| Error::checkpoint(path, m))?;
     load_reference_bytes(model, ema, path)?;
     Ok(updates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_rows_round_trip_exactly_and_missing_figures_compare_equal() {
+        let rec = EpochRecord {
+            epoch: 2,
+            train_loss: 0.1 + 0.2,
+            train_top1: 50.0,
+            eval_loss: f64::NAN,
+            eval_top1: f64::NAN,
+            eval_top5: f64::NAN,
+            lr: 1e-3 / 3.0,
+            images_per_s: 12.5,
+            seconds: 1.0,
+            finished_at: 7,
+            ema_eval_loss: 2.0 / 3.0,
+            ema_eval_top1: 10.0,
+            ema_eval_top5: 50.0,
+        };
+        let meta = CheckpointMeta {
+            version: 1,
+            epochs_done: 3,
+            best_top1: f64::NEG_INFINITY,
+            history: vec![rec.clone()],
+            optim_steps: HashMap::new(),
+            config: String::new(),
+            batches_done: 0,
+            partial: None,
+            skipped_steps: 0,
+            optimizer: String::new(),
+            ema_updates: Some(5),
+        };
+        let back: CheckpointMeta =
+            serde_json::from_str(&serde_json::to_string(&meta).unwrap()).unwrap();
+        assert_eq!(back.history, vec![rec.clone()]);
+        assert_eq!(
+            back.history[0].ema_eval_loss.to_bits(),
+            rec.ema_eval_loss.to_bits()
+        );
+        assert_eq!(back.ema_updates, Some(5));
+        // A missing figure equals a missing one, not a number.
+        let other = EpochRecord {
+            eval_loss: 1.0,
+            ..rec.clone()
+        };
+        assert_ne!(other, rec);
+    }
 }

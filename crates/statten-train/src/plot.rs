@@ -85,31 +85,18 @@ impl Curves {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-        let col = |name: &str| {
-            header
-                .iter()
-                .position(|h| *h == name)
-                .ok_or_else(|| format!("{}: no `{name}` column", path.display()))
-        };
+        let table = NumberTable::parse(&text, path);
         let cols = [
-            col("step")?,
-            col("epoch")?,
-            col("batch")?,
-            col("loss")?,
-            col("lr")?,
+            table.col("step")?,
+            table.col("epoch")?,
+            table.col("batch")?,
+            table.col("loss")?,
+            table.col("lr")?,
         ];
-        let rows: Vec<[Option<f64>; 5]> = lines
-            .map(|l| {
-                let cells: Vec<&str> = l.split(',').collect();
-                cols.map(|k| {
-                    cells
-                        .get(k)
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .filter(|v| v.is_finite())
-                })
-            })
+        let rows: Vec<[Option<f64>; 5]> = table
+            .rows
+            .iter()
+            .map(|r| cols.map(|k| r.get(k).copied().flatten()))
             .filter(|r| r[0].is_some() && r[1].is_some() && r[2].is_some())
             .collect();
         // Epochs are numbered from 1 in steps.csv (from 0 in files of older runs).
@@ -147,18 +134,11 @@ impl Curves {
         let path = dir.join("summary.csv");
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .ok_or_else(|| format!("{}: empty file", path.display()))?
-            .split(',')
-            .collect();
-        let col = |name: &str| {
-            header
-                .iter()
-                .position(|h| *h == name)
-                .ok_or_else(|| format!("{}: no `{name}` column", path.display()))
-        };
+        if text.trim().is_empty() {
+            return Err(format!("{}: empty file", path.display()));
+        }
+        let table = NumberTable::parse(&text, &path);
+        let col = |name: &str| table.col(name);
         let cols = [
             col("epoch")?,
             col("train_loss")?,
@@ -178,14 +158,9 @@ impl Curves {
             name,
             ..Default::default()
         };
-        for (i, line) in lines.enumerate() {
-            let cells: Vec<&str> = line.split(',').collect();
-            let get = |k: usize| {
-                cells
-                    .get(cols[k])
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|v| v.is_finite())
-            };
+        for (i, cells) in table.rows.iter().enumerate() {
+            let cell = |k: Option<usize>| k.and_then(|k| cells.get(k).copied().flatten());
+            let get = |k: usize| cell(Some(cols[k]));
             let epoch = get(0)
                 .ok_or_else(|| format!("{}: line {}: no epoch number", path.display(), i + 2))?;
             c.epoch.push(epoch);
@@ -195,13 +170,8 @@ impl Curves {
             c.eval_top1.push(get(4));
             c.eval_top5.push(get(5));
             c.lr.push(get(6));
-            let opt = |k: Option<usize>| {
-                k.and_then(|k| cells.get(k))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|v| v.is_finite())
-            };
-            c.ema_eval_loss.push(opt(ema_cols[0]));
-            c.ema_eval_top1.push(opt(ema_cols[1]));
+            c.ema_eval_loss.push(cell(ema_cols[0]));
+            c.ema_eval_top1.push(cell(ema_cols[1]));
         }
         // Runs written before epochs were numbered from 1 in summary.csv start at 0.
         if c.epoch.first() == Some(&0.0) {
@@ -216,6 +186,42 @@ impl Curves {
             .zip(v)
             .filter_map(|(e, v)| v.map(|v| (*e, v)))
             .collect()
+    }
+}
+
+/// A CSV file of numbers: its header, and each row's cells as finite numbers (empty or
+/// unparsable cells are missing values).
+struct NumberTable<'a> {
+    path: &'a Path,
+    header: Vec<String>,
+    rows: Vec<Vec<Option<f64>>>,
+}
+
+impl<'a> NumberTable<'a> {
+    fn parse(text: &str, path: &'a Path) -> Self {
+        let mut lines = text.lines();
+        let header = lines
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let rows = lines
+            .map(|l| {
+                l.split(',')
+                    .map(|v| v.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
+                    .collect()
+            })
+            .collect();
+        Self { path, header, rows }
+    }
+
+    /// The index of the column `name`.
+    fn col(&self, name: &str) -> Result<usize, String> {
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| format!("{}: no `{name}` column", self.path.display()))
     }
 }
 
