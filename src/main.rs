@@ -36,12 +36,14 @@ enum Command {
     /// preset (synthetic data, AdamW step included): images/s and peak memory. For careful CPU
     /// numbers use `cargo bench --bench core` (criterion).
     Bench(bench::BenchArgs),
-    /// Train a model from a TOML run config (see `statten configs`), with progress bars,
-    /// summary.csv, metrics.jsonl, curves.png, energy.json and resumable checkpoints in the run
-    /// directory.
+    /// Train a model from a TOML run config (see `statten configs`), from the seed or from
+    /// weights (`--init-from`, `--transfer`), with progress bars, summary.csv, steps.csv,
+    /// metrics.jsonl, curves.png, energy.json, TensorBoard files (tb/) and resumable checkpoints
+    /// in the run directory; `--set train.model_ema=true` keeps and evaluates a model EMA.
     Train(train::TrainArgs),
-    /// Evaluate a checkpoint (a statten checkpoint or reference weights) on a split of its
-    /// dataset (eval transforms): loss, top-1/top-5 and the energy report.
+    /// Evaluate a checkpoint (a statten checkpoint or reference weights; `--ema`: its EMA
+    /// weights) on a split of its dataset (eval transforms): loss, top-1/top-5 and the energy
+    /// report with the per-layer table.
     Eval(eval::EvalArgs),
     /// The shipped recipes (compiled in): one line each, or `configs show NAME` for one.
     Configs {
