@@ -121,11 +121,7 @@ impl Curves {
     }
 
     fn step_points(&self, v: &[Option<f64>]) -> Vec<(f64, f64)> {
-        self.step_x
-            .iter()
-            .zip(v)
-            .filter_map(|(x, v)| v.map(|v| (*x, v)))
-            .collect()
+        pairs(&self.step_x, v)
     }
 
     /// From a run directory's `summary.csv` (columns found by their header names; empty or
@@ -181,12 +177,16 @@ impl Curves {
     }
 
     fn points(&self, v: &[Option<f64>]) -> Vec<(f64, f64)> {
-        self.epoch
-            .iter()
-            .zip(v)
-            .filter_map(|(e, v)| v.map(|v| (*e, v)))
-            .collect()
+        pairs(&self.epoch, v)
     }
+}
+
+/// The `(x, y)` points of a series where it has a value.
+fn pairs(x: &[f64], y: &[Option<f64>]) -> Vec<(f64, f64)> {
+    x.iter()
+        .zip(y)
+        .filter_map(|(x, y)| y.map(|y| (*x, y)))
+        .collect()
 }
 
 /// A CSV file of numbers: its header, and each row's cells as finite numbers (empty or
