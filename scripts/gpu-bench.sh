@@ -9,7 +9,9 @@
 #
 # Environment: STATTEN_BIN (default target/release/statten, else `statten` on PATH),
 # ITERS (timed steps, default 10), WARMUP (untimed steps: shader compilation and autotuning,
-# default 3). A machine without the Vulkan loader needs libvulkan1 (Debian/Ubuntu).
+# default 3), PROFILE (1, the default: also the CIFAR-10 step's kernel profile, launches and
+# time per kind and the ten slowest kernels; 0: not). A machine without the Vulkan loader needs
+# libvulkan1 (Debian/Ubuntu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,4 +38,7 @@ run() {
 run --train cifar10-2-512 --batch 64          # reference: 2,034 images/s
 run --train imagenet-8-768 --batch 32         # reference:   148 images/s
 run --train cifar10dvs-2-256-t16 --batch 16   # reference:   324 images/s
+if [ "${PROFILE:-1}" = 1 ]; then
+  run --train cifar10-2-512 --batch 64 --profile   # where the step's time goes, kernel by kind
+fi
 exit "$status"

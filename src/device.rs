@@ -33,6 +33,11 @@ impl DeviceName {
         matches!(self.kind().as_str(), "cpu" | "flex")
     }
 
+    /// Whether it is a CubeCL device (wgpu), whose kernels CubeCL's log names.
+    pub fn is_cube(&self) -> bool {
+        matches!(self.kind().as_str(), "wgpu" | "gpu")
+    }
+
     /// The Burn device (without autodiff), as `statten train` resolves the same name.
     pub fn device(&self) -> Device {
         statten_train::device::device_from_name(&self.0).expect("the name was checked when parsed")

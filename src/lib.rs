@@ -17,6 +17,7 @@ pub mod data_cli;
 pub mod device;
 pub mod fixture;
 pub mod parity;
+pub mod profile;
 pub mod recipes;
 pub mod signals;
 pub mod threads;

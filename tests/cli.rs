@@ -155,3 +155,72 @@ fn bench_train_reports_throughput_and_memory() {
         .unwrap_or_else(|| panic!("{line}"));
     assert!((0.0..=1.0).contains(&rate), "{line}");
 }
+
+/// Kernel launches per step of the tiny SDT + STAtten below (1-32, T = 2, 16×16, batch 2) on
+/// wgpu, as measured when `--profile` was written (701). The guard allows 8 % more; lower it
+/// when a change removes launches.
+const TINY_STEP_LAUNCH_CEILING: f64 = 760.0;
+
+#[test]
+#[cfg_attr(statten_skip_wgpu, ignore = "STATTEN_SKIP_WGPU is set")]
+fn the_kernel_profile_counts_a_steps_launches_and_guards_them() {
+    let (ok, text) = statten(&[
+        "bench",
+        "--train",
+        "cifar10-2-256",
+        "--set",
+        "model.depth=1",
+        "--set",
+        "model.embed_dim=32",
+        "--set",
+        "model.num_heads=4",
+        "--set",
+        "model.time_steps=2",
+        "--set",
+        "model.chunk_size=2",
+        "--set",
+        "model.img_size=16",
+        "--batch",
+        "2",
+        "--device",
+        "wgpu",
+        "--profile",
+        "--iters",
+        "1",
+    ]);
+    assert!(ok, "{text}");
+    let launches: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel launches per step: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no launch count in: {text}"));
+    println!("{text}");
+    assert!(launches > 100.0, "{text}");
+    assert!(
+        launches <= TINY_STEP_LAUNCH_CEILING,
+        "{launches} kernel launches per step, more than the {TINY_STEP_LAUNCH_CEILING} guarded: \
+         {text}"
+    );
+    for kind in [
+        "matmul",
+        "fused element-wise",
+        "statten (LIF)",
+        "copy/layout",
+    ] {
+        assert!(
+            text.contains(&format!("  {kind} ")),
+            "no {kind} row: {text}"
+        );
+    }
+    // The profile reads CubeCL's log: another device is an error naming the one it needs.
+    let (ok, text) = statten(&[
+        "bench",
+        "--train",
+        "cifar10-2-256",
+        "--device",
+        "cpu",
+        "--profile",
+    ]);
+    assert!(!ok && text.contains("--device wgpu"), "{text}");
+}

@@ -50,6 +50,12 @@ pub struct BenchArgs {
     /// gradients, not reference-exact) or float64 (every sum in float64; slow).
     #[arg(long, value_parser = listed::<ConvAlgorithm>(&ConvAlgorithm::NAMES))]
     pub conv_algorithm: Option<ConvAlgorithm>,
+    /// With --train on wgpu: the step's kernels from CubeCL's profiling log, launches per step
+    /// grouped by kind (matmul, convolution, fused element-wise, reductions, copies, fills,
+    /// random, statten's own) and the ten that take the most time. Each launch is timed on its
+    /// own, so the step runs slower than unprofiled; at least 2 warm-up steps (autotuning).
+    #[arg(long, requires = "train")]
+    pub profile: bool,
 }
 
 /// `bench --only` workloads.
@@ -213,6 +219,60 @@ fn run_bench_train(
     Ok(())
 }
 
+/// `bench --train PRESET --profile`: the kernels of the preset's training step on a CubeCL
+/// device, from CubeCL's profiling log between the warm-up and the end of the timed steps.
+fn run_bench_profile(
+    devices: &[DeviceName],
+    preset: &str,
+    sets: &[String],
+    iters: u64,
+    warmup: u64,
+    batch: usize,
+) -> Result<(), String> {
+    let [dev_name] = devices else {
+        return Err("--profile takes one device (--device wgpu)".into());
+    };
+    if !dev_name.is_cube() {
+        return Err(format!(
+            "--profile reads CubeCL's kernel log: it needs --device wgpu, not {dev_name}"
+        ));
+    }
+    let cfg = statten_train::config::model_with_sets(preset, sets)
+        .map_err(|e| format!("--train: {e}"))?;
+    // Before the device starts: CubeCL reads its log settings once.
+    let log = statten::profile::enable();
+    let dev = dev_name.device();
+    let (mut it, _) = statten::bench::train_step_with_rate(&dev, &cfg, batch);
+    let failed = |e: String| {
+        format!(
+            "train {preset} batch {batch} on {dev_name}: the step failed on the device: {e}\n\
+             {DEVICE_FAILURE_CAUSE}: try a smaller --batch"
+        )
+    };
+    // Two warm-up steps at least: the first step's backward runs (and is tuned) in the second.
+    for _ in 0..warmup.max(2) {
+        it().map_err(failed)?;
+    }
+    let from = log.settle();
+    let steps = iters.max(1) as usize;
+    let t0 = std::time::Instant::now();
+    for _ in 0..steps {
+        it().map_err(failed)?;
+    }
+    let wall = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let to = log.settle();
+    let launches = log.launches(from, to)?;
+    let profile = statten::profile::StepProfile::of(&launches, steps);
+    println!(
+        "profile of train {preset} T={} batch {batch} on {dev_name}: {wall:.1} ms/step with \
+         every launch timed (log: {})",
+        cfg.time_steps,
+        log.path().display()
+    );
+    print!("{}", profile.table());
+    Ok(())
+}
+
 /// `bench --allreduce`: the gradient all-reduce of `preset` over the MPI ranks.
 fn run_bench_allreduce(
     preset: &str,
@@ -272,6 +332,10 @@ fn run_args(a: BenchArgs) -> Result<(), String> {
         return run_bench_allreduce(preset, &a.sets, a.iters, a.warmup);
     }
     let batch = a.batch as usize;
+    if a.profile {
+        let preset = a.train.as_deref().unwrap_or_default();
+        return run_bench_profile(&a.device, preset, &a.sets, a.iters, a.warmup, batch);
+    }
     with_algorithm(alg, || match &a.train {
         Some(preset) => run_bench_train(&a.device, preset, &a.sets, a.iters, a.warmup, batch),
         None => run_bench(&a.device, a.iters, a.warmup, batch, &a.only),
