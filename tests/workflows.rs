@@ -201,8 +201,11 @@ fn a_cifar10_checkpoint_transfers_to_a_100_class_recipe() {
         tensors(&transfer.model.init(&d).unwrap())
     };
     let got = tensors(t.model());
+    assert_eq!(got.len(), fresh.len());
+    assert_eq!(got.len(), c10_weights.len());
     let mut heads = 0;
-    for ((name, v), (_, init)) in got.iter().zip(&fresh) {
+    for ((name, v), (fresh_name, init)) in got.iter().zip(&fresh) {
+        assert_eq!(name, fresh_name);
         if name.starts_with("head.") {
             heads += 1;
             assert_eq!(

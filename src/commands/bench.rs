@@ -175,6 +175,14 @@ fn run_bench(
     Ok(())
 }
 
+/// The error of a training step the device could not run.
+fn step_failed(preset: &str, batch: usize, dev_name: &DeviceName, e: &str) -> String {
+    format!(
+        "train {preset} batch {batch} on {dev_name}: the step failed on the device: {e}\n\
+         {DEVICE_FAILURE_CAUSE}: try a smaller --batch"
+    )
+}
+
 fn run_bench_train(
     devices: &[DeviceName],
     preset: &str,
@@ -188,12 +196,8 @@ fn run_bench_train(
     for dev_name in devices {
         let dev = dev_name.device();
         let (mut it, rate) = statten::bench::train_step_with_rate(&dev, &cfg, batch);
-        let (med, min) = step_times_ms(&mut it, warmup, iters).map_err(|e| {
-            format!(
-                "train {preset} batch {batch} on {dev_name}: the step failed on the device: \
-                 {e}\n{DEVICE_FAILURE_CAUSE}: try a smaller --batch"
-            )
-        })?;
+        let (med, min) = step_times_ms(&mut it, warmup, iters)
+            .map_err(|e| step_failed(preset, batch, dev_name, &e))?;
         let memory = match statten::bench::device_reserved_bytes(&dev) {
             Some(b) => format!("device pool {:.2} GiB", b as f64 / (1u64 << 30) as f64),
             None => match statten::bench::peak_rss_bytes() {
@@ -243,12 +247,7 @@ fn run_bench_profile(
     let log = statten::profile::enable();
     let dev = dev_name.device();
     let (mut it, _) = statten::bench::train_step_with_rate(&dev, &cfg, batch);
-    let failed = |e: String| {
-        format!(
-            "train {preset} batch {batch} on {dev_name}: the step failed on the device: {e}\n\
-             {DEVICE_FAILURE_CAUSE}: try a smaller --batch"
-        )
-    };
+    let failed = |e: String| step_failed(preset, batch, dev_name, &e);
     // Two warm-up steps at least: the first step's backward runs (and is tuned) in the second.
     for _ in 0..warmup.max(2) {
         it().map_err(failed)?;

@@ -398,10 +398,32 @@ pub fn copy(from: &Path, to: &Path) -> crate::error::Result<()> {
 /// Read only the metadata of a checkpoint.
 /// Only the safetensors header (8-byte length + JSON) is read, not the tensors.
 pub fn read_meta(path: &Path) -> crate::error::Result<CheckpointMeta> {
-    read_meta_text(path).map_err(|m| Error::checkpoint(path, m))
+    read_meta_text(path).map_err(|m| Error::checkpoint(path, String::from(m)))
 }
 
-fn read_meta_text(path: &Path) -> Result<CheckpointMeta, String> {
+/// Why a file's statten metadata could not be read: it is another kind of file (reference
+/// weights, say), or it is a statten checkpoint that cannot be read (missing, truncated,
+/// corrupt).
+enum MetaError {
+    NotStatten(String),
+    Unreadable(String),
+}
+
+impl From<String> for MetaError {
+    fn from(m: String) -> Self {
+        Self::Unreadable(m)
+    }
+}
+
+impl From<MetaError> for String {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NotStatten(m) | MetaError::Unreadable(m) => m,
+        }
+    }
+}
+
+fn read_meta_text(path: &Path) -> Result<CheckpointMeta, MetaError> {
     use std::io::Read;
     let shown = path.display();
     let err = |e: std::io::Error| match e.kind() {
@@ -411,14 +433,14 @@ fn read_meta_text(path: &Path) -> Result<CheckpointMeta, String> {
     let mut f = std::fs::File::open(path).map_err(err)?;
     let meta = f.metadata().map_err(err)?;
     if meta.is_dir() {
-        return Err(format!("{shown}: a folder, not a checkpoint file"));
+        return Err(format!("{shown}: a folder, not a checkpoint file").into());
     }
     let size = meta.len();
     let not = |why: String| {
-        format!(
+        MetaError::NotStatten(format!(
             "{shown}: not a statten checkpoint ({why}; reference weights, .pth or .safetensors, \
              need --config)"
-        )
+        ))
     };
     if size < 8 {
         return Err(not(format!(
@@ -435,7 +457,8 @@ fn read_meta_text(path: &Path) -> Result<CheckpointMeta, String> {
         return Err(format!(
             "{shown}: truncated at byte {size} of at least {} (its header alone is {n} bytes)",
             8 + n
-        ));
+        )
+        .into());
     }
     let mut head = len.to_vec();
     head.resize(8 + n as usize, 0);
@@ -454,15 +477,20 @@ fn read_meta_text(path: &Path) -> Result<CheckpointMeta, String> {
             .unwrap_or(0);
         let want = 8 + n + end;
         if size < want {
-            return Err(format!("{shown}: truncated at byte {size} of {want}"));
+            return Err(format!("{shown}: truncated at byte {size} of {want}").into());
         }
     }
     meta_of(&head, path)
 }
 
 /// The `statten` metadata from the start of a safetensors file (the header suffices).
-fn meta_of(bytes: &[u8], path: &Path) -> Result<CheckpointMeta, String> {
-    let not = |why: &str| format!("{}: not a statten checkpoint ({why})", path.display());
+fn meta_of(bytes: &[u8], path: &Path) -> Result<CheckpointMeta, MetaError> {
+    let not = |why: &str| {
+        MetaError::NotStatten(format!(
+            "{}: not a statten checkpoint ({why})",
+            path.display()
+        ))
+    };
     let n = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
@@ -474,8 +502,12 @@ fn meta_of(bytes: &[u8], path: &Path) -> Result<CheckpointMeta, String> {
     let json = header["__metadata__"]["statten"].as_str().ok_or_else(|| {
         not("no `statten` metadata; for reference weights give `statten eval` a --config")
     })?;
-    serde_json::from_str(json)
-        .map_err(|e| format!("{}: corrupt checkpoint metadata: {e}", path.display()))
+    serde_json::from_str(json).map_err(|e| {
+        MetaError::Unreadable(format!(
+            "{}: corrupt checkpoint metadata: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Load a checkpoint into `model` and `opt`; returns its metadata.
@@ -577,11 +609,11 @@ pub fn load_weights<M: Module + ModuleSnapshot>(
     let meta = match read_meta_text(path) {
         Ok(meta) => meta,
         // Reference weights: the core's loader reads them and names their problems.
-        Err(e) if e.contains("not a statten checkpoint") => {
+        Err(MetaError::NotStatten(_)) => {
             let report = load_reference_except(model, path, exclude)?;
             return Ok(WeightsLoaded { report, meta: None });
         }
-        Err(e) => return Err(Error::checkpoint(path, e)),
+        Err(MetaError::Unreadable(e)) => return Err(Error::checkpoint(path, e)),
     };
     let bytes = std::fs::read(path).map_err(|e| {
         Error::checkpoint(

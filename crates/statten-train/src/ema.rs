@@ -141,7 +141,9 @@ mod tests {
         ema.update(&b);
         let (va, vb, ve) = (values(&a), values(&b), values(ema.model()));
         assert!(va.iter().any(|(n, _)| n.ends_with("running_var")));
+        assert!(va.len() == vb.len() && va.len() == ve.len());
         for ((n, x), ((_, y), (_, e))) in va.iter().zip(vb.iter().zip(&ve)) {
+            assert!(x.len() == y.len() && x.len() == e.len(), "{n}");
             for ((x, y), e) in x.iter().zip(y).zip(e) {
                 let want = x * 0.9f32 + y * (1.0 - 0.9f64) as f32;
                 assert_eq!(*e, want, "{n}");

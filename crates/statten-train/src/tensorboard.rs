@@ -318,11 +318,11 @@ impl EventWriter {
     }
 
     /// One event at `step` with `scalars` (non-finite values left out), flushed.
-    pub fn scalars(&mut self, step: u64, scalars: &[(&str, f64)]) -> Result<()> {
+    pub fn scalars<T: AsRef<str>>(&mut self, step: u64, scalars: &[(T, f64)]) -> Result<()> {
         let scalars: Vec<(String, f32)> = scalars
             .iter()
             .filter(|(_, v)| v.is_finite())
-            .map(|(t, v)| (t.to_string(), *v as f32))
+            .map(|(t, v)| (t.as_ref().to_string(), *v as f32))
             .collect();
         if scalars.is_empty() {
             return Ok(());

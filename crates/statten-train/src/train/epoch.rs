@@ -322,7 +322,6 @@ impl Trainer<'_> {
                 s.push((format!("firing_rate/{}", l.name), l.rate));
             }
         }
-        let s: Vec<(&str, f64)> = s.iter().map(|(t, v)| (t.as_str(), *v)).collect();
         tb.scalars(step, &s)
     }
 
