@@ -331,6 +331,13 @@ fn run_args(a: BenchArgs) -> Result<(), String> {
         return run_bench_allreduce(preset, &a.sets, a.iters, a.warmup);
     }
     let batch = a.batch as usize;
+    for d in &a.device {
+        let device = d.device();
+        statten_train::device::probe_device(&d.to_string(), &device).map_err(|e| e.to_string())?;
+        if let Some(info) = statten_core::gpu::gpu_info(&device) {
+            println!("device {d}: {info}");
+        }
+    }
     if a.profile {
         let preset = a.train.as_deref().unwrap_or_default();
         return run_bench_profile(&a.device, preset, &a.sets, a.iters, a.warmup, batch);

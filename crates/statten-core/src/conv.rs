@@ -97,23 +97,30 @@ pub fn same_shaped(conv: &Conv2d) -> bool {
 pub fn same_conv_supported(conv: &Conv2d, x: &Tensor<4>) -> bool {
     same_shaped(conv)
         && x.dtype() == DType::F32
+        && !crate::precision::current().is_half()
         && crate::kernels::on_flex(&x.clone().into_dispatch().kind)
 }
 
 /// The `max_cols` [`gemm_conv`] runs `conv` on `x` with, or `None` where it does not apply:
 /// `conv` is [`same_shaped`] with a kernel larger than 1×1, `x` is on a CubeCL device (wgpu),
 /// one sample's columns and output fit [`gemm_conv_max_cols`], and `STATTEN_BURN_CONV=1` does
-/// not ask for Burn's convolution there.
+/// not ask for Burn's convolution there. In half precision ([`crate::precision`]) it applies
+/// to every [`same_shaped`] convolution on every device, 1×1 included: the product is where
+/// the half format is taken.
 pub fn gemm_conv_plan(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
     static BURN_CONV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let burn_conv =
-        *BURN_CONV.get_or_init(|| std::env::var("STATTEN_BURN_CONV").is_ok_and(|v| v == "1"));
-    if burn_conv
-        || conv.kernel_size[0] <= 1
-        || !same_shaped(conv)
-        || !crate::kernels::on_cube(&x.clone().into_dispatch().kind)
-    {
+    if !same_shaped(conv) {
         return None;
+    }
+    if !crate::precision::current().is_half() {
+        let burn_conv =
+            *BURN_CONV.get_or_init(|| std::env::var("STATTEN_BURN_CONV").is_ok_and(|v| v == "1"));
+        if burn_conv
+            || conv.kernel_size[0] <= 1
+            || !crate::kernels::on_cube(&x.clone().into_dispatch().kind)
+        {
+            return None;
+        }
     }
     let [_, c, h, w] = x.dims();
     let max_cols = gemm_conv_max_cols(&x.device());
@@ -162,8 +169,15 @@ fn max_buffer_bytes(device: &Device) -> Option<u64> {
 /// convolution (47–75 ms per CIFAR-10 stem layer at batch 64 on an H200, 65 % of the step);
 /// the products run in Burn's tuned matmul. The columns are `k·k` times the input: the batch is
 /// cut into chunks of at most `max_cols` floats of them and of output (one sample per chunk at
-/// least; see [`gemm_conv_max_cols`]).
+/// least; see [`gemm_conv_max_cols`]). In half precision ([`crate::precision`]) the input and
+/// the weight are cast first (so the columns take half the memory), the output back to f32.
 pub fn gemm_conv(x: Tensor<4>, weight: Tensor<4>, max_cols: usize) -> Tensor<4> {
+    let precision = crate::precision::current();
+    let (x, weight) = if precision.is_half() {
+        (x.cast(precision.dtype()), weight.cast(precision.dtype()))
+    } else {
+        (x, weight)
+    };
     let [n, c, h, w] = x.dims();
     let [co, ci, k, k2] = weight.dims();
     assert!(
@@ -204,7 +218,12 @@ pub fn gemm_conv(x: Tensor<4>, weight: Tensor<4>, max_cols: usize) -> Tensor<4> 
     } else {
         Tensor::cat(outs, 1)
     };
-    y.swap_dims(0, 1)
+    let y = y.swap_dims(0, 1);
+    if precision.is_half() {
+        y.cast(DType::F32)
+    } else {
+        y
+    }
 }
 
 /// `conv(x, weight)` through [`SameConvOps`] (see [`same_conv_supported`]); no bias.

@@ -258,7 +258,7 @@ pub fn pointwise_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
     let weight: Tensor<2> = conv.weight.val().reshape([co, ci]);
     let tokens: Tensor<2> = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-    let mut y = tokens.matmul(weight.transpose());
+    let mut y = crate::precision::matmul(tokens, weight.transpose());
     if let Some(b) = &conv.bias {
         y = y + b.val().reshape([1, co]);
     }

@@ -70,6 +70,7 @@ pub mod attention;
 pub mod checkpoint;
 pub mod conv;
 pub mod error;
+pub mod gpu;
 mod kernels;
 pub mod layers;
 pub mod models;
@@ -77,6 +78,7 @@ pub mod monitor;
 pub mod neuron;
 pub mod norm;
 pub mod pool;
+pub mod precision;
 
 pub use burn;
 pub use error::{Error, Result};

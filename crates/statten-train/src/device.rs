@@ -119,7 +119,7 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
     });
     std::panic::set_hook(hook);
     match r {
-        Ok(4.0) => Ok(()),
+        Ok(4.0) => spirv_on_software(name, device),
         Ok(v) => Err(Error::Device(format!(
             "device `{name}`: a test sum gave {v}, not 4"
         ))),
@@ -134,6 +134,32 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
             )))
         }
     }
+}
+
+/// The environment variable that lets a build with the `vulkan` feature run its SPIR-V kernels
+/// on a software adapter anyway (`1`), e.g. on a newer Mesa than the one measured.
+pub const SPIRV_SOFTWARE_ENV: &str = "STATTEN_SPIRV_ON_SOFTWARE";
+
+/// A build with the `vulkan` feature compiles to SPIR-V on Vulkan adapters; Mesa 22.3's lavapipe
+/// (Debian 12's software Vulkan) crashes the process (a segfault inside the driver) compiling
+/// CubeCL's SPIR-V matrix kernels, which no error handling can catch. Such a device is refused
+/// with an error saying so, unless [`SPIRV_SOFTWARE_ENV`] is `1`.
+fn spirv_on_software(name: &str, device: &Device) -> Result<()> {
+    let Some(info) = statten_core::gpu::gpu_info(device) else {
+        return Ok(());
+    };
+    if info.spirv()
+        && info.software
+        && std::env::var(SPIRV_SOFTWARE_ENV).map_or(true, |v| v.trim() != "1")
+    {
+        return Err(Error::Device(format!(
+            "device `{name}` is {info}: this statten was built with the `vulkan` feature, whose \
+             SPIR-V matrix kernels crash Mesa 22.3's software Vulkan (a segfault in the driver). \
+             Use a build without `--features vulkan` for software adapters, or set \
+             {SPIRV_SOFTWARE_ENV}=1 to try this driver anyway"
+        )));
+    }
+    Ok(())
 }
 
 /// A panic's message (its `String` or `&str` payload).

@@ -119,7 +119,7 @@ pub fn statten_kv(k: Tensor<5>, v: Tensor<5>, chunk_size: usize, scale: f64) -> 
     check_chunking(t, chunk_size)?;
     let nb = t / chunk_size;
     // KᵀV per timestep (exact integer counts for binary inputs), then summed per block.
-    let kv_t = k.swap_dims(3, 4).matmul(v); // [T, B, h, d, d]
+    let kv_t = crate::precision::matmul(k.swap_dims(3, 4), v); // [T, B, h, d, d]
     let kv_blocks: Tensor<5> = kv_t
         .reshape([nb, chunk_size, b * h, d, d])
         .sum_dim(1)
@@ -146,12 +146,13 @@ pub fn statten_core(
         .reshape([nb, 1, b * h, d, d])
         .expand([nb, chunk_size, b * h, d, d])
         .reshape([t, b, h, d, d]);
-    Ok(q.matmul(kv_t))
+    Ok(crate::precision::matmul(q, kv_t))
 }
 
 /// Spikformer SSA: per timestep `((q·kᵀ)·scale)·v`. `[T, B, h, N, d]` in and out.
 pub fn ssa_core(q: Tensor<5>, k: Tensor<5>, v: Tensor<5>, scale: f64) -> Tensor<5> {
-    q.matmul(k.swap_dims(3, 4)).mul_scalar(scale).matmul(v)
+    use crate::precision::matmul;
+    matmul(matmul(q, k.swap_dims(3, 4)).mul_scalar(scale), v)
 }
 
 /// The DVS 3×3 max filter over the last two axes of a `[T, B, C, H, W]` tensor.

@@ -90,7 +90,7 @@ impl SsaAttentionConfig {
 /// Linear + BatchNorm1d over `[T·B, C, N]` on a `[T, B, N, C]` token tensor.
 pub fn linear_bn_tokens(lin: &Linear, bn: &TorchBatchNorm, x: Tensor<4>) -> Tensor<4> {
     let [t, b, n, c] = x.dims();
-    let y = lin.forward(x.reshape([t * b, n, c])); // [TB, N, C']
+    let y = crate::precision::linear(lin, x.reshape([t * b, n, c])); // [TB, N, C']
     let y = bn.forward(y.swap_dims(1, 2)).swap_dims(1, 2);
     let c2 = y.dims()[2];
     y.reshape([t, b, n, c2])

@@ -280,6 +280,6 @@ impl Sdt {
         let [t, b, c, h, w] = x.dims();
         let feat: Tensor<3> = x.reshape([t, b, c, h * w]).mean_dim(3).reshape([t, b, c]);
         let s = self.head_lif.forward_monitored(feat, m);
-        self.head.forward(s)
+        crate::precision::linear(&self.head, s)
     }
 }

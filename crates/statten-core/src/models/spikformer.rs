@@ -238,7 +238,7 @@ impl Spikformer {
     pub fn forward_mean_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<2> {
         let f = self.features(x, m);
         let [_, b, c] = f.dims();
-        self.head.forward(f.mean_dim(0).reshape([b, c]))
+        crate::precision::linear(&self.head, f.mean_dim(0).reshape([b, c]))
     }
 
     /// Per-timestep logits `[T, B, K]` (for TET).
@@ -250,6 +250,6 @@ impl Spikformer {
 
     /// As [`Self::forward_time`], recording each spiking layer's firing statistics in the monitor.
     pub fn forward_time_monitored(&self, x: Tensor<5>, m: &mut Monitor) -> Tensor<3> {
-        self.head.forward(self.features(x, m))
+        crate::precision::linear(&self.head, self.features(x, m))
     }
 }

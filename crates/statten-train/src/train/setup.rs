@@ -164,6 +164,13 @@ fn replicas(cfg: &RunConfig, opts: &RunOptions) -> Result<Replicas> {
         .as_ref()
         .map(|w| (w.rank(), w.size()))
         .unwrap_or((0, 1));
+    if rank == 0 {
+        for (n, d) in names.iter().zip(&devices) {
+            if let Some(info) = statten_core::gpu::gpu_info(d) {
+                println!("device {n}: {info}");
+            }
+        }
+    }
     if cfg.train.batch_size < names.len() * ranks {
         return Err(Error::Config(format!(
             "train.batch_size = {} is the global batch and is smaller than the {} ranks × {} \

@@ -1,0 +1,54 @@
+//! What a CubeCL (wgpu) device is: its adapter's name, the compiler its kernels go through
+//! (`wgpu<wgsl>`, or `wgpu<spirv>` in a build with the `vulkan` feature on a Vulkan adapter that
+//! has the features CubeCL's SPIR-V compiler needs) and whether it is a software rasterizer
+//! (Mesa's lavapipe) rather than a card.
+
+use burn::prelude::*;
+
+/// A CubeCL device's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuInfo {
+    /// The adapter as it names itself (`NVIDIA H100 80GB HBM3`, `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub adapter: String,
+    /// The runtime and its compiler: `wgpu<wgsl>`, `wgpu<spirv>`, `wgpu<msl>`.
+    pub runtime: &'static str,
+    /// No card behind it: a software rasterizer.
+    pub software: bool,
+}
+
+impl GpuInfo {
+    /// Whether its kernels are compiled to SPIR-V.
+    pub fn spirv(&self) -> bool {
+        self.runtime.contains("spirv")
+    }
+}
+
+impl std::fmt::Display for GpuInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}", self.adapter, self.runtime)?;
+        if self.software {
+            f.write_str(", software")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// `device`'s identity when it is a CubeCL device (opening it), `None` for other backends.
+pub fn gpu_info(device: &Device) -> Option<GpuInfo> {
+    #[cfg(feature = "wgpu")]
+    {
+        if let burn::backend::DispatchDevice::Cube(d) =
+            device.clone().without_autodiff().as_dispatch()
+        {
+            let client = d.client();
+            let identity = &client.properties().identity;
+            return Some(GpuInfo {
+                adapter: identity.name.clone(),
+                runtime: client.name(),
+                software: identity.physical.is_none(),
+            });
+        }
+    }
+    let _ = device;
+    None
+}
