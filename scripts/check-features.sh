@@ -17,7 +17,7 @@ for backend in flex wgpu ndarray; do
   combos+=("-p statten-train --no-default-features --features $backend")
   combos+=("-p statten-train --no-default-features --features $backend,pytorch")
 done
-combos+=("-p statten" "-p statten --features mpi")
+combos+=("-p statten" "-p statten --features mpi" "-p statten --features vulkan")
 
 failed=()
 for c in "${combos[@]}"; do

@@ -18,6 +18,7 @@ use burn::tensor::{Distribution, TensorData};
 use statten_core::attention::{statten_core, MsAttentionConfig};
 use statten_core::models::{Input, ModelConfig};
 use statten_core::neuron::NeuronConfig;
+use statten_core::precision::{with_precision, Precision};
 use statten_core::Monitor;
 use statten_train::objective::{Objective, Targets};
 use statten_train::optim::{AdamW, AdamWConfig};
@@ -116,7 +117,7 @@ pub fn train_step(device: &Device, batch: usize) -> Iteration {
 /// (normal images, or Bernoulli event counts for DVS models): forward, loss (TET for TET models,
 /// label-smoothed cross-entropy otherwise), backward, AdamW (lr 3e-4, wd 0.06). Returns the loss.
 pub fn train_step_for(device: &Device, cfg: &ModelConfig, batch: usize) -> Iteration {
-    train_step_with_rate(device, cfg, batch).0
+    train_step_with_rate(device, cfg, batch, Precision::F32).0
 }
 
 /// [`train_step_for`], and the mean firing rate of the spiking layers in the first step
@@ -127,6 +128,7 @@ pub fn train_step_with_rate(
     device: &Device,
     cfg: &ModelConfig,
     batch: usize,
+    precision: Precision,
 ) -> (Iteration, std::rc::Rc<std::cell::Cell<f64>>) {
     let rate = std::rc::Rc::new(std::cell::Cell::new(f64::NAN));
     let rate_out = rate.clone();
@@ -154,6 +156,9 @@ pub fn train_step_with_rate(
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes).collect();
     let y: Tensor<1, Int> = Tensor::from_data(TensorData::new(labels, [batch]), &ad);
     let objective = Objective::of_model(cfg);
+    // f16 steps as the trainer takes them: the loss scaled before the backward, the gradients
+    // unscaled and checked (one read), the optimizer skipped on inf/NaN.
+    let mut scaler = (precision == Precision::F16).then(statten_train::amp::LossScale::default);
     let step = Box::new(move || {
         let m = model.take().expect("model");
         let x = match &input {
@@ -166,7 +171,9 @@ pub fn train_step_with_rate(
         } else {
             Monitor::disabled()
         };
-        let (loss, _) = objective.forward_loss(&m, x, Targets::Hard(y.clone()), &mut monitor);
+        let (loss, _) = with_precision(precision, || {
+            objective.forward_loss(&m, x, Targets::Hard(y.clone()), &mut monitor)
+        });
         // A failure of this step's forward, or of the previous step's backward and update
         // (kernels run lazily), surfaces at this read.
         let value = match loss.clone().try_into_scalar::<f32>() {
@@ -179,7 +186,23 @@ pub fn train_step_with_rate(
         if first {
             rate.set(monitor.firing_rate());
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let grads = match &mut scaler {
+            Some(s) => {
+                let scaled = loss.mul_scalar(s.scale);
+                let g = GradientsParams::from_grads(
+                    with_precision(precision, || scaled.backward()),
+                    &m,
+                );
+                let (g, found_inf) = statten_train::amp::unscale_and_check(&m, g, s.scale);
+                s.update(found_inf);
+                if found_inf {
+                    model = Some(m);
+                    return Ok(value);
+                }
+                g
+            }
+            None => GradientsParams::from_grads(with_precision(precision, || loss.backward()), &m),
+        };
         model = Some(opt.step(BENCH_LR, m, grads));
         Ok(value)
     });

@@ -138,7 +138,7 @@ fn bench_train_reports_throughput_and_memory() {
     assert!(ok, "{text}");
     let line = text
         .lines()
-        .find(|l| l.starts_with("train cifar10-2-256 T=4 batch 2 on cpu"))
+        .find(|l| l.starts_with("train cifar10-2-256 T=4 batch 2 f32 on cpu"))
         .unwrap_or_else(|| panic!("{text}"));
     let ips: f64 = line
         .split(", ")

@@ -1,5 +1,5 @@
 //! The workflows of issue #29: starting from weights (and transfer to another class count),
-//! model EMA, TensorBoard event files and per-step curves.
+//! model EMA, TensorBoard event files and per-step curves; and mixed precision (#28).
 
 mod common;
 
@@ -635,4 +635,88 @@ print(json.dumps({t: [[s.step, s.value] for s in acc.Scalars(t)] for t in acc.Ta
         serde_json::from_str(text.trim()).unwrap();
     assert_eq!(&got, want, "TensorBoard reads other scalars");
     eprintln!("TensorBoard's reader found {} scalar tags", got.len());
+}
+
+/// Mixed precision (#28): `train.precision = "f16"` trains on the CPU with the loss scaled, the
+/// scaler's state goes into checkpoints, and a run stopped mid-epoch and resumed is bit-identical
+/// to the uninterrupted one (scale included); `amp` is f32 on the CPU, bit for bit; `bf16` runs.
+#[test]
+fn half_precision_trains_saves_its_loss_scale_and_resumes_exactly() {
+    let _guard = lock();
+    let dir = common::scratch_dir("workflows", "precision");
+    let f32_run = run(&fmnist(""), &dir.join("f32"));
+    let amp = run(&fmnist("train.precision=\"amp\""), &dir.join("amp"));
+    let key = |h: &[statten_train::checkpoint::EpochRecord]| {
+        h.iter().map(common::epoch_key).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        key(&amp.history),
+        key(&f32_run.history),
+        "amp is f32 on the CPU"
+    );
+
+    let cfg = fmnist("schedule.epochs=2\ntrain.precision=\"f16\"");
+    let full = run(&cfg, &dir.join("f16"));
+    assert_eq!(full.history.len(), 2);
+    for r in &full.history {
+        assert!(r.train_loss.is_finite() && r.eval_loss.is_finite(), "{r:?}");
+        assert!((0.0..=100.0).contains(&r.eval_top1));
+    }
+    assert_ne!(
+        key(&full.history)[0],
+        key(&run(&fmnist("schedule.epochs=2"), &dir.join("f32x2")).history)[0],
+        "f16 products are not f32's"
+    );
+    let meta = |p: &Path| statten_train::checkpoint::read_meta(p).unwrap();
+    let last = dir.join("f16/checkpoints/last.safetensors");
+    let row = meta(&last).loss_scale.expect("the loss scale is saved");
+    let scale = statten_train::amp::LossScale::from_row(&row).unwrap();
+    // 16 steps: no growth yet (2000), and each skipped step halves the scale.
+    assert_eq!(scale.growth_tracker as usize + scale.skipped, 16, "{row}");
+    assert_eq!(
+        scale.scale,
+        statten_train::amp::INIT_SCALE * 0.5f64.powi(scale.skipped as i32),
+        "{row}"
+    );
+    assert_eq!(
+        meta(&dir.join("f32/checkpoints/last.safetensors")).loss_scale,
+        None
+    );
+
+    let out = dir.join("f16-stopped");
+    let stopped = train(
+        &cfg,
+        &RunOptions {
+            stop_after_steps: 5,
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    assert_eq!(stopped.stopped.as_ref().map(|p| p.batches_done), Some(5));
+    let mid = statten_train::amp::LossScale::from_row(
+        &meta(&out.join("checkpoints/last.safetensors"))
+            .loss_scale
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(mid.growth_tracker as usize + mid.skipped, 5);
+    let resumed = train(
+        &cfg,
+        &RunOptions {
+            resume: Some(out.join("checkpoints/last.safetensors")),
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    assert_eq!(key(&resumed.history), key(&full.history));
+    assert_eq!(
+        meta(&out.join("checkpoints/last.safetensors")).loss_scale,
+        Some(row)
+    );
+    let bf16 = run(&fmnist("train.precision=\"bf16\""), &dir.join("bf16"));
+    assert!(bf16.history[0].eval_loss.is_finite());
+    assert_eq!(
+        meta(&dir.join("bf16/checkpoints/last.safetensors")).loss_scale,
+        None
+    );
 }

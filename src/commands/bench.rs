@@ -3,6 +3,7 @@
 use clap::ValueEnum;
 use statten::device::DeviceName;
 use statten_core::conv::{with_algorithm, ConvAlgorithm};
+use statten_core::precision::Precision;
 use statten_train::device::DEVICE_FAILURE_CAUSE;
 use statten_train::parallel::mpi_world;
 
@@ -50,6 +51,10 @@ pub struct BenchArgs {
     /// gradients, not reference-exact) or float64 (every sum in float64; slow).
     #[arg(long, value_parser = listed::<ConvAlgorithm>(&ConvAlgorithm::NAMES))]
     pub conv_algorithm: Option<ConvAlgorithm>,
+    /// With --train: the matrix products' precision, f32 (default), f16 (with loss scaling, as
+    /// `train.precision = "f16"`) or bf16.
+    #[arg(long, value_parser = listed::<Precision>(&Precision::NAMES), default_value = "f32")]
+    pub precision: Precision,
     /// With --train on wgpu: the step's kernels from CubeCL's profiling log, launches per step
     /// grouped by kind (matmul, convolution, fused element-wise, reductions, copies, fills,
     /// random, statten's own) and the ten that take the most time. Each launch is timed on its
@@ -184,6 +189,7 @@ fn step_failed(preset: &str, batch: usize, dev_name: &DeviceName, e: &str) -> St
 }
 
 fn run_bench_train(
+    precision: Precision,
     devices: &[DeviceName],
     preset: &str,
     sets: &[String],
@@ -195,7 +201,9 @@ fn run_bench_train(
         .map_err(|e| format!("--train: {e}"))?;
     for dev_name in devices {
         let dev = dev_name.device();
-        let (mut it, rate) = statten::bench::train_step_with_rate(&dev, &cfg, batch);
+        statten_core::precision::check_support(precision, &dev)
+            .map_err(|why| format!("--precision {precision}: device {dev_name} cannot: {why}"))?;
+        let (mut it, rate) = statten::bench::train_step_with_rate(&dev, &cfg, batch, precision);
         let (med, min) = step_times_ms(&mut it, warmup, iters)
             .map_err(|e| step_failed(preset, batch, dev_name, &e))?;
         let memory = match statten::bench::device_reserved_bytes(&dev) {
@@ -211,7 +219,7 @@ fn run_bench_train(
             format!(" [{}]", sets.join(", "))
         };
         println!(
-            "train {preset}{overrides} T={} batch {batch} on {dev_name} ({} CPU threads{}): \
+            "train {preset}{overrides} T={} batch {batch} {precision} on {dev_name} ({} CPU threads{}): \
              {med:.1} ms/step (min {min:.1}), {:.1} images/s, {memory}, mean firing rate {:.3}",
             cfg.time_steps,
             rayon::current_num_threads(),
@@ -226,6 +234,7 @@ fn run_bench_train(
 /// `bench --train PRESET --profile`: the kernels of the preset's training step on a CubeCL
 /// device, from CubeCL's profiling log between the warm-up and the end of the timed steps.
 fn run_bench_profile(
+    precision: Precision,
     devices: &[DeviceName],
     preset: &str,
     sets: &[String],
@@ -246,7 +255,10 @@ fn run_bench_profile(
     // Before the device starts: CubeCL reads its log settings once.
     let log = statten::profile::enable();
     let dev = dev_name.device();
-    let (mut it, _) = statten::bench::train_step_with_rate(&dev, &cfg, batch);
+    probe(dev_name, &dev)?;
+    statten_core::precision::check_support(precision, &dev)
+        .map_err(|why| format!("--precision {precision}: device {dev_name} cannot: {why}"))?;
+    let (mut it, _) = statten::bench::train_step_with_rate(&dev, &cfg, batch, precision);
     let failed = |e: String| step_failed(preset, batch, dev_name, &e);
     // Two warm-up steps at least: the first step's backward runs (and is tuned) in the second.
     for _ in 0..warmup.max(2) {
@@ -314,6 +326,16 @@ fn run_bench_allreduce(
     Ok(())
 }
 
+/// Checks that `device` runs (a SPIR-V build refuses software adapters) and names its adapter
+/// and compiler. Opens the device: the profile's log must be set up before.
+fn probe(name: &DeviceName, device: &burn::tensor::Device) -> Result<(), String> {
+    statten_train::device::probe_device(&name.to_string(), device).map_err(|e| e.to_string())?;
+    if let Some(info) = statten_core::gpu::gpu_info(device) {
+        println!("device {name}: {info}");
+    }
+    Ok(())
+}
+
 /// Runs the chosen benchmark with `--threads` CPU threads and the chosen convolutions.
 pub fn run(a: BenchArgs) -> std::process::ExitCode {
     super::exit(run_args(a))
@@ -331,19 +353,31 @@ fn run_args(a: BenchArgs) -> Result<(), String> {
         return run_bench_allreduce(preset, &a.sets, a.iters, a.warmup);
     }
     let batch = a.batch as usize;
-    for d in &a.device {
-        let device = d.device();
-        statten_train::device::probe_device(&d.to_string(), &device).map_err(|e| e.to_string())?;
-        if let Some(info) = statten_core::gpu::gpu_info(&device) {
-            println!("device {d}: {info}");
-        }
-    }
     if a.profile {
         let preset = a.train.as_deref().unwrap_or_default();
-        return run_bench_profile(&a.device, preset, &a.sets, a.iters, a.warmup, batch);
+        return run_bench_profile(
+            a.precision,
+            &a.device,
+            preset,
+            &a.sets,
+            a.iters,
+            a.warmup,
+            batch,
+        );
+    }
+    for d in &a.device {
+        probe(d, &d.device())?;
     }
     with_algorithm(alg, || match &a.train {
-        Some(preset) => run_bench_train(&a.device, preset, &a.sets, a.iters, a.warmup, batch),
+        Some(preset) => run_bench_train(
+            a.precision,
+            &a.device,
+            preset,
+            &a.sets,
+            a.iters,
+            a.warmup,
+            batch,
+        ),
         None => run_bench(&a.device, a.iters, a.warmup, batch, &a.only),
     })
 }

@@ -7,14 +7,14 @@ use std::rc::Rc;
 use statten::device::DeviceName;
 use statten::recipes::{self, ConfigSource};
 use statten_data::cifar::Split;
-use statten_train::config::RunConfig;
+use statten_train::config::{PrecisionSetting, RunConfig};
 use statten_train::parallel::sync::broadcast_string;
 use statten_train::parallel::{mpi_world, Collective};
 use statten_train::rundir::RunDir;
 use statten_train::train::{batches_per_epoch, train, RunOptions};
 
-use super::apply_cli_overrides;
 use super::model::model_info;
+use super::{apply_cli_overrides, listed};
 
 // `statten train`'s arguments (its help text is the doc comment of `Command::Train`).
 #[derive(clap::Args)]
@@ -55,6 +55,11 @@ pub struct TrainArgs {
     /// Missing or unexpected keys and shape mismatches are an error that lists them.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["resume", "auto_resume"])]
     pub init_from: Option<PathBuf>,
+    /// The matrix products' precision (overrides train.precision): f32 (reference-exact), f16
+    /// (with dynamic loss scaling, as the reference's --amp), bf16, or amp (f16 on GPUs, f32 on
+    /// CPUs). Half formats are not reference-exact.
+    #[arg(long, value_parser = listed::<PrecisionSetting>(&PrecisionSetting::NAMES))]
+    pub precision: Option<PrecisionSetting>,
     /// With --init-from: re-initialise the classifier head from the seed (to train on another
     /// class count), as the reference's transfer mode; adds "head" to train.init_exclude.
     #[arg(long)]
@@ -168,6 +173,9 @@ fn resolve_config(a: &TrainArgs, world: &World) -> Result<(ConfigSource, RunConf
     }
     if let Some(p) = &a.init_from {
         cfg.train.init_from = p.to_string_lossy().into_owned();
+    }
+    if let Some(p) = a.precision {
+        cfg.train.precision = p;
     }
     if a.transfer {
         if cfg.train.init_from.is_empty() {

@@ -33,6 +33,29 @@ impl std::fmt::Display for GpuInfo {
     }
 }
 
+/// Whether the CubeCL device `device` has the float type `dtype` (f16 or bf16) in its kernels'
+/// language (WGSL has f16 where the adapter offers `shader-f16`, no bf16); `None` for other
+/// backends. Opens the device.
+pub fn has_float(device: &Device, dtype: burn::tensor::DType) -> Option<bool> {
+    #[cfg(feature = "wgpu")]
+    {
+        use cubecl::ir::{ElemType, FloatKind};
+        if let burn::backend::DispatchDevice::Cube(d) =
+            device.clone().without_autodiff().as_dispatch()
+        {
+            let kind = match dtype {
+                burn::tensor::DType::F16 => FloatKind::F16,
+                burn::tensor::DType::BF16 => FloatKind::BF16,
+                burn::tensor::DType::F64 => FloatKind::F64,
+                _ => FloatKind::F32,
+            };
+            return Some(d.client().properties().supports_type(ElemType::Float(kind)));
+        }
+    }
+    let _ = (device, dtype);
+    None
+}
+
 /// `device`'s identity when it is a CubeCL device (opening it), `None` for other backends.
 pub fn gpu_info(device: &Device) -> Option<GpuInfo> {
     #[cfg(feature = "wgpu")]

@@ -147,6 +147,15 @@ pub fn check_support(precision: Precision, device: &Device) -> Result<(), String
     if !precision.is_half() {
         return Ok(());
     }
+    if let Some(false) = crate::gpu::has_float(device, precision.dtype()) {
+        let on = crate::gpu::gpu_info(device)
+            .map(|i| format!(" ({i})"))
+            .unwrap_or_default();
+        return Err(format!(
+            "the adapter{on} has no {precision} type in its shaders (WGSL has f16 where the \
+             adapter offers it and no bf16)"
+        ));
+    }
     let run = || {
         let a =
             Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]), device);

@@ -133,6 +133,10 @@ pub struct CheckpointMeta {
     /// The EMA model's update count when the file holds its weights (`ema.` tensors).
     #[serde(default)]
     pub ema_updates: Option<u64>,
+    /// The f16 loss scaler's state (`train.precision = "f16"`), as an exact text row
+    /// (`crate::amp::LossScale::to_row`).
+    #[serde(default)]
+    pub loss_scale: Option<String>,
 }
 
 /// The running train statistics of an epoch in progress, kept exactly so that a run resumed
@@ -703,6 +707,7 @@ mod tests {
             skipped_steps: 0,
             optimizer: String::new(),
             ema_updates: Some(5),
+            loss_scale: Some("0.5,3,2".into()),
         };
         let back: CheckpointMeta =
             serde_json::from_str(&serde_json::to_string(&meta).unwrap()).unwrap();

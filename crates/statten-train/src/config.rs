@@ -7,9 +7,11 @@
 //! read as TOML, or as a string when it is not valid TOML). The resolved configuration is written
 //! into the run directory as `config.toml`.
 
+use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 use statten_core::conv::ConvAlgorithm;
 use statten_core::models::ModelConfig;
+use statten_core::precision::Precision;
 use statten_data::config::{closest, merge_checked, DataConfig};
 use statten_data::mixup::MixupConfig;
 
@@ -114,6 +116,12 @@ pub struct TrainConfig {
     /// reference-exact**) or `float64` (every sum in float64, for checks; slow). See
     /// `statten_core::conv::ConvAlgorithm`; other devices have one path whatever this says.
     pub conv_algorithm: ConvAlgorithm,
+    /// The precision of the matrix products (`statten_core::precision`): `f32` (the default,
+    /// reference-exact), `f16` (with dynamic loss scaling, as the reference's `--amp`), `bf16`,
+    /// or `amp`: f16 on GPUs and f32 on CPUs (the recipes the reference trains with `--amp`).
+    /// Half formats are **not reference-exact**; weights, optimizer state, LIF membranes and
+    /// BatchNorm stay f32.
+    pub precision: PrecisionSetting,
     /// Start from these weights (empty = from the seed): a statten checkpoint (its model
     /// weights) or reference weights (`.safetensors`, `.pth`, reference key names). Weights
     /// only: the optimizer, schedule and epoch count start afresh. Strict: missing or
@@ -138,6 +146,53 @@ pub struct TrainConfig {
     /// rows' loss, learning rate and images/s, and each epoch's train and eval figures, EMA
     /// figures, energy and per-layer firing rates.
     pub tensorboard: bool,
+}
+
+/// `train.precision`: a precision, or `amp` (f16 on GPUs, f32 on CPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrecisionSetting {
+    /// f32 everywhere.
+    #[default]
+    F32,
+    /// f16 products with loss scaling, on any device.
+    F16,
+    /// bf16 products, on any device.
+    Bf16,
+    /// f16 on CubeCL (GPU) devices, f32 on CPUs.
+    Amp,
+}
+
+impl PrecisionSetting {
+    /// The names the config and the command line take.
+    pub const NAMES: [&'static str; 4] = ["f32", "f16", "bf16", "amp"];
+
+    /// The precision a run on `device` uses.
+    pub fn resolve(self, device: &Device) -> Precision {
+        match self {
+            Self::F32 => Precision::F32,
+            Self::F16 => Precision::F16,
+            Self::Bf16 => Precision::Bf16,
+            Self::Amp if statten_core::gpu::gpu_info(device).is_some() => Precision::F16,
+            Self::Amp => Precision::F32,
+        }
+    }
+}
+
+impl std::str::FromStr for PrecisionSetting {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            "amp" => Ok(Self::Amp),
+            o => Err(format!(
+                "unknown precision `{o}`; one of {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 /// Which evaluation picks the best checkpoint (`train.best_metric`).
@@ -181,6 +236,7 @@ impl Default for TrainConfig {
             plot: true,
             log_every: 20,
             conv_algorithm: ConvAlgorithm::Exact,
+            precision: PrecisionSetting::F32,
             init_from: String::new(),
             init_exclude: Vec::new(),
             model_ema: false,

@@ -56,6 +56,7 @@
 
 #![warn(missing_docs)]
 
+pub mod amp;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

@@ -179,6 +179,19 @@ impl Objective {
         device: &Device,
         scale: f64,
     ) -> Result<StepGrads> {
+        self.grads_scaled(model, batch, device, scale, 1.0)
+    }
+
+    /// [`Self::grads`] with the backward taken on the loss times `loss_scale` (f16's loss
+    /// scaling, [`crate::amp`]): the gradients come back multiplied by it, the loss value not.
+    pub fn grads_scaled(
+        &self,
+        model: &StattenModel,
+        batch: &Batch,
+        device: &Device,
+        scale: f64,
+        loss_scale: f64,
+    ) -> Result<StepGrads> {
         let input = input_of(batch.samples, device);
         let targets = self.targets(batch, device);
         let (loss, logits) = self.forward_loss(model, input, targets, &mut Monitor::disabled());
@@ -191,6 +204,11 @@ impl Objective {
             .clone()
             .try_into_scalar::<f64>()
             .map_err(|e| Error::Device(device_failure(device, &e.to_string())))?;
+        let loss = if loss_scale != 1.0 {
+            loss.mul_scalar(loss_scale)
+        } else {
+            loss
+        };
         let grads = GradientsParams::from_grads(loss.backward(), model);
         let correct = top1_top5(logits.inner(), batch.labels).0;
         Ok(StepGrads {

@@ -64,6 +64,12 @@ pub struct Replicas {
     pub micro_batch: usize,
     /// The CPU convolutions' algorithm, set on every replica's thread.
     pub conv_algorithm: ConvAlgorithm,
+    /// The matrix products' precision (`train.precision` resolved), set on every replica's
+    /// thread.
+    pub precision: statten_core::precision::Precision,
+    /// The loss is multiplied by this before the backward (the f16 loss scale; 1 otherwise),
+    /// so the gradients come back multiplied by it.
+    pub loss_scale: f64,
 }
 
 impl Replicas {
@@ -159,7 +165,9 @@ impl Replicas {
             // On this thread (a device's replica runs on its own): the forward and the backward.
             let scale = (e - a) as f64 / n as f64;
             let g = statten_core::conv::with_algorithm(self.conv_algorithm, || {
-                obj.grads(replica, &part, &self.devices[i], scale)
+                statten_core::precision::with_precision(self.precision, || {
+                    obj.grads_scaled(replica, &part, &self.devices[i], scale, self.loss_scale)
+                })
             })?;
             add_grads(replica, &mut total, g.grads);
             loss += g.loss;

@@ -159,8 +159,11 @@ impl super::Trainer<'_> {
             world: self.world(),
             progress: None,
         };
+        let precision = self.replicas.precision;
         statten_core::conv::with_algorithm(self.cfg.train.conv_algorithm, || {
-            evaluate_sharded(&self.model().valid(), &self.test_loader, &self.base, &spec)
+            statten_core::precision::with_precision(precision, || {
+                evaluate_sharded(&self.model().valid(), &self.test_loader, &self.base, &spec)
+            })
         })
     }
 }
@@ -241,6 +244,13 @@ pub fn eval_checkpoint_weights(
 ) -> Result<(EvalResult, EnergyReport)> {
     let base = device_from_name(&cfg.train.device)?;
     probe_device(&cfg.train.device, &base)?;
+    let precision = cfg.train.precision.resolve(&base);
+    statten_core::precision::check_support(precision, &base).map_err(|why| {
+        Error::Config(format!(
+            "train.precision = {:?} ({precision}): device `{}` cannot compute it: {why}",
+            cfg.train.precision, cfg.train.device
+        ))
+    })?;
     let mut model = cfg.model.init(&base)?;
     if ema {
         checkpoint::load_ema_weights(ckpt, &mut model)?;
@@ -255,15 +265,17 @@ pub fn eval_checkpoint_weights(
     check_classes(&*ds, name, cfg)?;
     let loader = test_loader(cfg, ds);
     let ev = statten_core::conv::with_algorithm(cfg.train.conv_algorithm, || {
-        let prefix = progress.then(|| format!("eval {name}"));
-        let spec = EvalSpec {
-            time_steps: cfg.model.time_steps,
-            max_batches,
-            monitor: true,
-            world: None,
-            progress: prefix.as_deref(),
-        };
-        evaluate_sharded(&model, &loader, &base, &spec)
+        statten_core::precision::with_precision(precision, || {
+            let prefix = progress.then(|| format!("eval {name}"));
+            let spec = EvalSpec {
+                time_steps: cfg.model.time_steps,
+                max_batches,
+                monitor: true,
+                world: None,
+                progress: prefix.as_deref(),
+            };
+            evaluate_sharded(&model, &loader, &base, &spec)
+        })
     })?;
     let rep = ev.rates.report_at(&cfg.model, 0, cfg.energy.precision);
     Ok((ev, rep))

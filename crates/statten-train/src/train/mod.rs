@@ -155,6 +155,8 @@ pub struct Trainer<'a> {
     nb: usize,
     energy: Option<EnergyReport>,
     skipped_steps: usize,
+    /// The f16 loss scaler (`train.precision` resolved to f16).
+    loss_scale: Option<crate::amp::LossScale>,
     /// Steps and epochs run by this process.
     steps_run: usize,
     epochs_run: usize,
@@ -207,7 +209,10 @@ impl Trainer<'_> {
     /// Run the remaining epochs.
     pub fn run(self) -> Result<RunSummary> {
         // Evaluation and the first device's steps run on this thread.
-        statten_core::conv::with_algorithm(self.cfg.train.conv_algorithm, || self.run_epochs())
+        let precision = self.replicas.precision;
+        statten_core::conv::with_algorithm(self.cfg.train.conv_algorithm, || {
+            statten_core::precision::with_precision(precision, || self.run_epochs())
+        })
     }
 }
 

@@ -28,6 +28,7 @@ impl Trainer<'_> {
             skipped_steps: self.skipped_steps,
             optimizer: self.opt.kind_name().to_string(),
             ema_updates: None,
+            loss_scale: self.loss_scale.map(|s| s.to_row()),
         }
     }
 

@@ -27,6 +27,7 @@ struct Resumed {
     start: (usize, usize),
     partial: Option<PartialEpoch>,
     skipped_steps: usize,
+    loss_scale: Option<crate::amp::LossScale>,
 }
 
 impl<'a> Trainer<'a> {
@@ -98,6 +99,7 @@ impl<'a> Trainer<'a> {
             model = broadcast_floats(w, model);
         }
         let ema = model_ema(cfg, &model, &base, opts.resume.as_deref())?;
+        let replicas_precision = replicas.precision;
         Ok(Self {
             cfg,
             opts,
@@ -120,6 +122,8 @@ impl<'a> Trainer<'a> {
             nb,
             energy: None,
             skipped_steps: resumed.skipped_steps,
+            loss_scale: (replicas_precision == statten_core::precision::Precision::F16)
+                .then(|| resumed.loss_scale.unwrap_or_default()),
             steps_run: 0,
             epochs_run: 0,
             last_checkpoint_at: Instant::now(),
@@ -171,6 +175,16 @@ fn replicas(cfg: &RunConfig, opts: &RunOptions) -> Result<Replicas> {
             }
         }
     }
+    let precision = cfg.train.precision.resolve(&devices[0]);
+    for (n, d) in names.iter().zip(&devices) {
+        statten_core::precision::check_support(precision, d).map_err(|why| {
+            Error::Config(format!(
+                "train.precision = {:?} ({precision}): device `{n}` cannot compute {precision} \
+                 matrix products: {why}",
+                cfg.train.precision
+            ))
+        })?;
+    }
     if cfg.train.batch_size < names.len() * ranks {
         return Err(Error::Config(format!(
             "train.batch_size = {} is the global batch and is smaller than the {} ranks × {} \
@@ -199,6 +213,8 @@ fn replicas(cfg: &RunConfig, opts: &RunOptions) -> Result<Replicas> {
         ranks,
         micro_batch: cfg.train.micro_batch,
         conv_algorithm: cfg.train.conv_algorithm,
+        precision,
+        loss_scale: 1.0,
     })
 }
 
@@ -344,6 +360,15 @@ fn resume(
         history: meta.history,
         best: meta.best_top1,
         skipped_steps: meta.skipped_steps,
+        loss_scale: meta
+            .loss_scale
+            .as_deref()
+            .map(crate::amp::LossScale::from_row)
+            .transpose()
+            .map_err(|e| Error::Checkpoint {
+                path: ck.to_path_buf(),
+                message: format!("{}: {e}", ck.display()),
+            })?,
     })
 }
 

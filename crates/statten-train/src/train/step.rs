@@ -37,6 +37,7 @@ impl Trainer<'_> {
             labels: &labels,
             soft: soft.as_deref(),
         };
+        self.replicas.loss_scale = self.loss_scale.map_or(1.0, |s| s.scale);
         let mut g = self.replicas.grads(self.model(), &batch, &self.objective)?;
         if let Some(w) = self.world.clone().filter(|_| self.replicas.ranks > 1) {
             let stop = stop_requested(self.opts, self.steps_run + 1);
@@ -59,6 +60,33 @@ impl Trainer<'_> {
             correct,
             grads,
         } = g;
+        // f16: the gradients back to their scale; one with an inf or NaN skips the optimizer
+        // (torch's GradScaler: the scale backs off; the EMA still updates, as timm's loop does).
+        let grads = match self.loss_scale {
+            Some(mut scaler) => {
+                let (grads, found_inf) =
+                    crate::amp::unscale_and_check(self.model(), grads, scaler.scale);
+                scaler.update(found_inf);
+                self.loss_scale = Some(scaler);
+                if found_inf {
+                    if self.opts.verbose {
+                        println!(
+                            "epoch {} step {}: inf/NaN gradients in f16, optimizer step skipped; \
+                             loss scale now {}",
+                            epoch + 1,
+                            i + 1,
+                            scaler.scale
+                        );
+                    }
+                    if let (Some(ema), Some(m)) = (&mut self.ema, &self.model) {
+                        ema.update(m);
+                    }
+                    return Ok(Some((loss, correct)));
+                }
+                grads
+            }
+            None => grads,
+        };
         let grads = if cfg.optimizer.clip_grad > 0.0 {
             clip_grad_norm(self.model(), grads, cfg.optimizer.clip_grad).0
         } else {
