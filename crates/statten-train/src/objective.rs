@@ -16,7 +16,7 @@ use crate::config::{LossConfig, LossKind, RunConfig};
 use crate::device::device_failure;
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, soft_target_cross_entropy, tet_loss};
-use crate::metrics::top1_top5;
+use crate::metrics::topk_correct;
 
 /// The targets of a batch, as its loss takes them.
 #[derive(Debug, Clone)]
@@ -200,17 +200,26 @@ impl Objective {
         } else {
             loss
         };
-        let value = loss
-            .clone()
-            .try_into_scalar::<f64>()
-            .map_err(|e| Error::Device(device_failure(device, &e.to_string())))?;
-        let loss = if loss_scale != 1.0 {
-            loss.mul_scalar(loss_scale)
+        let scaled = if loss_scale != 1.0 {
+            loss.clone().mul_scalar(loss_scale)
         } else {
-            loss
+            loss.clone()
         };
-        let grads = GradientsParams::from_grads(loss.backward(), model);
-        let correct = top1_top5(logits.inner(), batch.labels).0;
+        let grads = GradientsParams::from_grads(scaled.backward(), model);
+        // One read for the loss and the logits, after the backward is queued: on a GPU the host
+        // queues the backward while the forward runs, and waits once per step, not twice.
+        let [b, k] = logits.dims();
+        let both: Tensor<1> = Tensor::cat(
+            vec![loss.inner().reshape([1]), logits.inner().reshape([b * k])],
+            0,
+        );
+        let values = both
+            .try_into_data()
+            .map_err(|e| Error::Device(device_failure(device, &e.to_string())))?
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Device(device_failure(device, &format!("{e:?}"))))?;
+        let value = values[0] as f64;
+        let correct = topk_correct(&values[1..], k, batch.labels, 1);
         Ok(StepGrads {
             loss: value,
             correct,

@@ -246,23 +246,34 @@ pub fn clip_grad_norm<M: Module>(
     grads: GradientsParams,
     max_norm: f64,
 ) -> (GradientsParams, f64) {
+    // Each gradient's sum of squares in f32 on its device, read in one transfer (one wait for
+    // the device, not one per tensor), then added in f64 in the module's order.
     struct Collect<'a> {
         grads: &'a GradientsParams,
-        sq: f64,
+        sums: Vec<Tensor<1>>,
     }
     impl burn::module::ModuleVisitor for Collect<'_> {
         fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
             if let Some(g) = self.grads.get::<D>(p.id) {
-                self.sq += g.inner().powi_scalar(2).sum().into_scalar::<f64>();
+                self.sums.push(g.inner().powi_scalar(2).sum());
             }
         }
     }
     let mut c = Collect {
         grads: &grads,
-        sq: 0.0,
+        sums: Vec::new(),
     };
     module.visit(&mut c);
-    let norm = c.sq.sqrt();
+    let sq: f64 = if c.sums.is_empty() {
+        0.0
+    } else {
+        Tensor::cat(c.sums, 0)
+            .into_data()
+            .iter::<f32>()
+            .map(f64::from)
+            .sum()
+    };
+    let norm = sq.sqrt();
     if norm <= max_norm || norm == 0.0 {
         return (grads, norm);
     }
