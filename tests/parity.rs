@@ -79,3 +79,20 @@ fn ndarray_sdt_statten_dvs() {
 fn ndarray_sdt_sdsa_static() {
     check("sdt_sdsa_static", Device::ndarray());
 }
+
+/// Half precision (`statten parity --precision`) on every shipped fixture, f16 and bf16, on the
+/// CPU: within the stated tolerances against f32 and the rounding control.
+#[test]
+fn flex_half_precision_within_the_stated_tolerances() {
+    use statten_core::precision::Precision;
+    for p in [Precision::F16, Precision::Bf16] {
+        for name in [
+            "sdt_statten_static",
+            "sdt_sdsa_static",
+            "sdt_statten_dvs",
+            "spikformer_ssa_static",
+        ] {
+            common::check_parity_half(name, Device::flex(), p);
+        }
+    }
+}

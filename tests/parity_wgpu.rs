@@ -34,3 +34,14 @@ fn wgpu_sdt_statten_dvs() {
 fn wgpu_spikformer_ssa_static() {
     check("spikformer_ssa_static");
 }
+
+/// f16 on wgpu (where the adapter has the type: lavapipe does): within the stated tolerances.
+#[test]
+#[cfg_attr(statten_skip_wgpu, ignore = "STATTEN_SKIP_WGPU is set")]
+fn wgpu_sdt_statten_static_in_f16() {
+    common::check_parity_half(
+        "sdt_statten_static",
+        Device::wgpu(Default::default()),
+        statten_core::precision::Precision::F16,
+    );
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use statten::device::DeviceName;
 use statten::parity::{run_parity, ParityOptions};
 use statten_core::conv::{with_algorithm, ConvAlgorithm};
+use statten_core::precision::Precision;
 
 use super::{conv_note, listed};
 
@@ -27,6 +28,12 @@ pub struct ParityArgs {
     /// gradients, not reference-exact) or float64 (every sum in float64).
     #[arg(long, value_parser = listed::<ConvAlgorithm>(&ConvAlgorithm::NAMES))]
     pub conv_algorithm: Option<ConvAlgorithm>,
+    /// f32 (default): the checks against the reference. f16 or bf16: the fixture's forwards
+    /// and gradients with half-precision matrix products against the f32 path (spike
+    /// agreement per layer, logits and gradient rel-L2, with the reference's distances beside)
+    /// within the stated tolerances of that format.
+    #[arg(long, value_parser = listed::<Precision>(&Precision::NAMES), default_value = "f32")]
+    pub precision: Precision,
 }
 
 /// Checks every fixture; fails when any check of any fixture fails.
@@ -41,6 +48,24 @@ pub fn run(a: ParityArgs) -> ExitCode {
     let ok = with_algorithm(alg, || {
         let mut ok = true;
         for dir in &a.fixture {
+            if a.precision.is_half() {
+                match statten::parity::run_parity_half(dir, &dev, a.precision) {
+                    Ok(report) => {
+                        println!(
+                            "fixture {} on {} in {} against f32",
+                            report.fixture, a.device, a.precision
+                        );
+                        println!("{report}");
+                        println!("  => {}", if report.pass() { "PASS" } else { "FAIL" });
+                        ok &= report.pass();
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ok = false;
+                    }
+                }
+                continue;
+            }
             match run_parity(dir, &dev, &opts) {
                 Ok(report) => {
                     let note = conv_note(&a.device);

@@ -21,6 +21,9 @@ use crate::fixture::Fixture;
 
 mod compare;
 mod groups;
+pub mod half;
+
+pub use half::{run_parity_half, HalfReport};
 
 use compare::{tensor_from, to_f64};
 use groups::{

@@ -62,6 +62,30 @@ pub fn check_parity(name: &str, device: burn::tensor::Device) {
     );
 }
 
+/// `statten parity --precision`: the half path of fixture `name` on `device` within the stated
+/// tolerances of `precision` against f32 (and its control), with every layer compared.
+pub fn check_parity_half(
+    name: &str,
+    device: burn::tensor::Device,
+    precision: statten_core::precision::Precision,
+) {
+    let dir = fixtures_dir().join(name);
+    let report =
+        statten::parity::run_parity_half(&dir, &device, precision).expect("half parity run");
+    println!("{name} {precision}:\n{report}");
+    assert!(report.pass(), "{name} {precision}:\n{report}");
+    assert!(
+        report.layers.len() >= 10 && report.grads_compared >= 30,
+        "{report}"
+    );
+    // The half path is not the f32 path: a scope that did not reach the products would show
+    // as full agreement.
+    assert!(
+        report.logits_train.vs_f32 > 0.0,
+        "{name} {precision}: {report}"
+    );
+}
+
 /// Run the `statten` binary; returns (success, stdout + stderr).
 pub fn statten(args: &[&str]) -> (bool, String) {
     statten_in(std::path::Path::new("."), args)

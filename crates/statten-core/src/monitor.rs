@@ -13,6 +13,9 @@ pub struct SpikeRecord {
     pub shape: Vec<usize>,
     /// Number of spikes (sum of the output), detached, on the model's device.
     pub count: Tensor<1>,
+    /// The output itself, flattened and detached, when the monitor keeps spikes
+    /// ([`Monitor::keeping_spikes`]; for comparing two runs spike by spike).
+    pub spikes: Option<Tensor<1>>,
 }
 
 impl SpikeRecord {
@@ -46,6 +49,7 @@ impl FiringStat {
 #[derive(Debug, Default)]
 pub struct Monitor {
     enabled: bool,
+    keep: bool,
     records: Vec<SpikeRecord>,
 }
 
@@ -59,7 +63,17 @@ impl Monitor {
     pub fn enabled() -> Self {
         Self {
             enabled: true,
+            keep: false,
             records: Vec::new(),
+        }
+    }
+
+    /// A monitor that records every spiking layer and keeps its output tensor too
+    /// ([`SpikeRecord::spikes`]): memory for every spike of the forward.
+    pub fn keeping_spikes() -> Self {
+        Self {
+            keep: true,
+            ..Self::enabled()
         }
     }
 
@@ -78,6 +92,7 @@ impl Monitor {
             v_threshold,
             shape: spikes.dims().to_vec(),
             count: spikes.clone().detach().sum(),
+            spikes: self.keep.then(|| spikes.clone().detach().reshape([-1])),
         });
     }
 
