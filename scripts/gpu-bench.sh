@@ -12,12 +12,15 @@
 # SpikingJelly's REF_BACKEND (cupy on cuda, else torch), fp32 and with --amp on cuda (REF_AMP=0: fp32 only;
 # REF=0: statten alone).
 #
-# Environment: STATTEN_BIN (default target/release/statten, else `statten` on PATH), DEVICE
+# Environment: STATTEN_BIN (default target/release/statten, else `statten` on PATH), or
+# STATTEN_BINS for several builds side by side as LABEL=PATH words (e.g. "wgsl=statten
+# spirv=statten-vulkan", the second built with `--features vulkan`); PRECISIONS (statten's
+# --precision values, default "f32 f16" on a GPU, "f32" on the CPU); DEVICE
 # (statten's, default wgpu), ITERS (timed steps, default 10), WARMUP (untimed steps: shader
 # compilation and autotuning, default 3), WORKLOADS (default "cifar10-2-512:64
 # imagenet-8-768:32 cifar10dvs-2-256-t16:16", preset:batch), THREADS (CPU threads of both, default
 # 1 on a GPU, all cores on the CPU), PROFILE (1, the default: the first workload's kernel profile
-# on wgpu; 0: not). A machine without the Vulkan loader needs libvulkan1 (Debian/Ubuntu).
+# on wgpu, per build; 0: not). A machine without the Vulkan loader needs libvulkan1 (Debian/Ubuntu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +31,7 @@ if [ -z "$BIN" ]; then
   else BIN=statten
   fi
 fi
+BINS="${STATTEN_BINS:-statten=$BIN}"
 DEVICE="${DEVICE:-wgpu}"
 ITERS="${ITERS:-10}"
 WARMUP="${WARMUP:-3}"
@@ -51,11 +55,12 @@ fi
 REF_PYTHON="${REF_PYTHON:-python3}"
 # autocast is CUDA's: on the CPU the reference's --amp runs fp32.
 if [ "$REF_DEVICE" = cpu ]; then REF_AMP="${REF_AMP:-0}"; else REF_AMP="${REF_AMP:-1}"; fi
+if [ "$REF_DEVICE" = cpu ]; then PRECISIONS="${PRECISIONS:-f32}"; else PRECISIONS="${PRECISIONS:-f32 f16}"; fi
 
 if [ "$DEVICE" = wgpu ] && ! ldconfig -p 2>/dev/null | grep -q libvulkan; then
   echo "warning: no libvulkan in the loader cache; wgpu may find no adapter" >&2
 fi
-echo "GPU: $GPU; statten on $DEVICE ($BIN), the reference on $REF_DEVICE (backend $REF_BACKEND); $WARMUP warm-up + $ITERS timed steps, $THREADS CPU threads"
+echo "GPU: $GPU; statten on $DEVICE ($BINS; precisions $PRECISIONS), the reference on $REF_DEVICE (backend $REF_BACKEND); $WARMUP warm-up + $ITERS timed steps, $THREADS CPU threads"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 status=0
@@ -67,9 +72,6 @@ ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b >
 rows=()
 for w in $WORKLOADS; do
   preset="${w%%:*}"; batch="${w##*:}"
-  echo "== statten $preset batch $batch"
-  s_out="$("$BIN" bench --device "$DEVICE" --threads "$THREADS" --iters "$ITERS" --warmup "$WARMUP" --train "$preset" --batch "$batch" 2>&1)" || status=1
-  echo "$s_out"
   r_out=""; a_out=""
   if [ "${REF:-1}" = 1 ]; then
     echo "== reference $preset batch $batch fp32"
@@ -81,19 +83,33 @@ for w in $WORKLOADS; do
       echo "$a_out" | tail -3
     fi
   fi
-  s="$(ips "$s_out")"; r="$(ips "$r_out")"; a="$(ips "$a_out")"
-  rows+=("$(printf '| %s b%s | %s | %s | %s | %s | %s | %s | %s |' "$preset" "$batch" "${r:--}" "${a:--}" "${s:--}" "$(ratio "$s" "$r")" "$(ratio "$s" "$a")" "$(mem "$s_out")" "$(mem "$r_out")")")
+  r="$(ips "$r_out")"; a="$(ips "$a_out")"
+  for v in $BINS; do
+    label="${v%%=*}"; bin="${v#*=}"
+    for prec in $PRECISIONS; do
+      echo "== statten ($label) $preset batch $batch $prec"
+      s_out="$("$bin" bench --device "$DEVICE" --threads "$THREADS" --iters "$ITERS" --warmup "$WARMUP" --train "$preset" --batch "$batch" --precision "$prec" 2>&1)" || status=1
+      echo "$s_out"
+      compiler="$(grep -oE 'wgpu<[a-z]+>' <<<"$s_out" | head -1)"
+      s="$(ips "$s_out")"
+      rows+=("$(printf '| %s b%s | %s %s | %s | %s | %s | %s | %s | %s | %s | %s |' "$preset" "$batch" "$label" "${compiler:-}" "$prec" "${s:--}" "${r:--}" "${a:--}" "$(ratio "$s" "$r")" "$(ratio "$s" "$a")" "$(mem "$s_out")" "$(mem "$r_out")")")
+    done
+  done
 done
 
 echo
-echo "side by side on $GPU (statten: $DEVICE f32; the reference: $REF_DEVICE, $REF_BACKEND LIF), images/s:"
-echo "| workload | reference fp32 | reference amp | statten | statten / ref fp32 | statten / ref amp | statten memory | reference memory |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "side by side on $GPU (statten on $DEVICE; the reference on $REF_DEVICE, $REF_BACKEND LIF), images/s:"
+echo "| workload | statten build | precision | statten | reference fp32 | reference amp | statten / ref fp32 | statten / ref amp | statten memory | reference memory (fp32) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 
 if [ "${PROFILE:-1}" = 1 ] && [ "$DEVICE" = wgpu ]; then
   first="${WORKLOADS%% *}"
-  echo "== kernel profile of statten's ${first%%:*} step, batch ${first##*:}"
-  "$BIN" bench --device wgpu --threads "$THREADS" --iters "$ITERS" --warmup "$WARMUP" --train "${first%%:*}" --batch "${first##*:}" --profile || status=1
+  for v in $BINS; do
+    for prec in $PRECISIONS; do
+      echo "== kernel profile of statten (${v%%=*}) ${first%%:*} step, batch ${first##*:}, $prec"
+      "${v#*=}" bench --device wgpu --threads "$THREADS" --iters "$ITERS" --warmup "$WARMUP" --train "${first%%:*}" --batch "${first##*:}" --precision "$prec" --profile || status=1
+    done
+  done
 fi
 exit "$status"
