@@ -39,6 +39,10 @@ pub struct ParityArgs {
 /// Checks every fixture; fails when any check of any fixture fails.
 pub fn run(a: ParityArgs) -> ExitCode {
     let dev = a.device.device();
+    if let Err(e) = statten_train::device::probe_device(&a.device.to_string(), &dev) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let opts = ParityOptions {
         relax_sps_ties: a.relax_sps_ties,
     };

@@ -113,16 +113,20 @@ pub fn probe_device(name: &str, device: &Device) -> Result<()> {
             v.push(msg);
         }
     }));
+    let owned = name.to_string();
     let r = std::panic::catch_unwind(move || {
+        // Before any kernel runs: a SPIR-V build on a software adapter would crash in one.
+        spirv_on_software(&owned, &d)?;
         let t: Tensor<1> = Tensor::ones([4], &d);
-        t.sum().into_scalar::<f32>()
+        Ok(t.sum().into_scalar::<f32>())
     });
     std::panic::set_hook(hook);
     match r {
-        Ok(4.0) => spirv_on_software(name, device),
-        Ok(v) => Err(Error::Device(format!(
+        Ok(Ok(4.0)) => Ok(()),
+        Ok(Ok(v)) => Err(Error::Device(format!(
             "device `{name}`: a test sum gave {v}, not 4"
         ))),
+        Ok(Err(e)) => Err(e),
         Err(p) => {
             let own = panic_message(&*p);
             let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
@@ -142,7 +146,8 @@ pub const SPIRV_SOFTWARE_ENV: &str = "STATTEN_SPIRV_ON_SOFTWARE";
 
 /// A build with the `vulkan` feature compiles to SPIR-V on Vulkan adapters; Mesa 22.3's lavapipe
 /// (Debian 12's software Vulkan) crashes the process (a segfault inside the driver) compiling
-/// CubeCL's SPIR-V matrix kernels, which no error handling can catch. Such a device is refused
+/// CubeCL's SPIR-V matmul and reduction kernels, which no error handling can catch. The check
+/// reads the adapter's properties only, before any kernel runs. Such a device is refused
 /// with an error saying so, unless [`SPIRV_SOFTWARE_ENV`] is `1`.
 fn spirv_on_software(name: &str, device: &Device) -> Result<()> {
     let Some(info) = statten_core::gpu::gpu_info(device) else {
@@ -154,7 +159,8 @@ fn spirv_on_software(name: &str, device: &Device) -> Result<()> {
     {
         return Err(Error::Device(format!(
             "device `{name}` is {info}: this statten was built with the `vulkan` feature, whose \
-             SPIR-V matrix kernels crash Mesa 22.3's software Vulkan (a segfault in the driver). \
+             SPIR-V kernels crash Mesa 22.3's software Vulkan (segfaults in the driver compiling \
+             its matmul and reduction kernels). \
              Use a build without `--features vulkan` for software adapters, or set \
              {SPIRV_SOFTWARE_ENV}=1 to try this driver anyway"
         )));
