@@ -82,3 +82,45 @@ fn gemm_conv_matches_burn_conv_on_wgpu() {
     let e = max_rel(conv_forward(&conv, x.clone()), conv.forward(x));
     assert!(e < 1e-5, "conv_forward: {e}");
 }
+
+/// The SDT stem in binding-sized batch chunks on wgpu (the limit lowered, as ImageNet's first
+/// stage passes the real one): the tokens, the stem's gradients and its spike counts of the
+/// whole batch, to rounding.
+#[test]
+#[cfg_attr(statten_skip_wgpu, ignore = "STATTEN_SKIP_WGPU is set")]
+fn the_stem_runs_in_binding_sized_chunks_on_wgpu() {
+    use statten_core::models::SdtSps;
+    use statten_core::monitor::Monitor;
+    let device = Device::wgpu(Default::default()).autodiff();
+    let mut cfg = statten_core::ModelConfig::preset("cifar10-2-256").unwrap();
+    cfg.embed_dim = 32;
+    cfg.img_size = 16;
+    cfg.time_steps = 2;
+    cfg.pooling_stat = "1111".into();
+    cfg.validate().unwrap();
+    let x = Tensor::<5>::random([2, 5, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let record = burn::module::Module::into_record(SdtSps::new(&cfg, &device));
+    let run = |limit: Option<u64>| {
+        let sps = burn::module::Module::load_record(SdtSps::new(&cfg, &device), record.clone());
+        let go = || {
+            let mut m = Monitor::enabled();
+            let y = sps.forward_monitored(x.clone(), &mut m);
+            let g = (y.clone() * y.clone()).sum().backward();
+            let gw = sps.proj_conv.weight.val().grad(&g).unwrap();
+            let counts: Vec<f64> = m.stats().into_iter().map(|s| s.spikes).collect();
+            (y.inner(), gw, counts)
+        };
+        match limit {
+            Some(l) => statten_core::layers::with_binding_limit(l, go),
+            None => go(),
+        }
+    };
+    let (y, gw, counts) = run(None);
+    let (yp, gwp, counts_p) = run(Some(12 * 1024));
+    assert!(max_rel(yp, y) < 1e-5, "tokens");
+    assert!(max_rel(gwp, gw) < 1e-4, "stem gradient");
+    assert_eq!(counts.len(), counts_p.len());
+    for (a, b) in counts.iter().zip(&counts_p) {
+        assert!((a - b).abs() <= 2.0, "{a} vs {b} spikes");
+    }
+}

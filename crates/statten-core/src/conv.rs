@@ -149,7 +149,7 @@ pub fn gemm_conv_max_cols(device: &Device) -> usize {
 const MAX_GEMM_COLUMNS: usize = 1 << 19;
 
 /// The largest buffer, in bytes, the CubeCL device `device` allocates; `None` for other devices.
-fn max_buffer_bytes(device: &Device) -> Option<u64> {
+pub(crate) fn max_buffer_bytes(device: &Device) -> Option<u64> {
     #[cfg(feature = "wgpu")]
     {
         if let burn::backend::DispatchDevice::Cube(d) =

@@ -49,6 +49,82 @@ impl TorchBatchNorm {
         }
     }
 
+    /// PyTorch's running-statistics update from a training batch's mean and biased variance
+    /// over `n` values per channel.
+    fn update_running(&self, mean: Tensor<1>, var: Tensor<1>, n: usize, device: &Device) {
+        let unbiased = if n > 1 {
+            var.mul_scalar(n as f64 / (n as f64 - 1.0))
+        } else {
+            var
+        };
+        let m = self.momentum;
+        let running_mean = self.running_mean.value_sync().to_device(device);
+        let running_var = self.running_var.value_sync().to_device(device);
+        self.running_mean.update(
+            running_mean
+                .mul_scalar(1.0 - m)
+                .add(mean.mul_scalar(m))
+                .detach(),
+        );
+        self.running_var.update(
+            running_var
+                .mul_scalar(1.0 - m)
+                .add(unbiased.mul_scalar(m))
+                .detach(),
+        );
+        // Fold the update in now, so that readers of the module (checkpoints, exports)
+        // see the statistics of this forward.
+        let _ = self.running_mean.value_sync();
+        let _ = self.running_var.value_sync();
+    }
+
+    /// [`Self::forward`] of a batch given in parts along dimension 0 (`[N_k, C, H, W]` each, a
+    /// layer run in chunks so that no tensor passes the device's largest binding,
+    /// [`binding_chunks`]): the same normalisation, with the training statistics over all the
+    /// parts (their sums added part by part, so equal to one batch's to rounding). One part is
+    /// [`Self::forward`] itself.
+    pub fn forward_parts(&self, mut parts: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+        if parts.len() == 1 {
+            return vec![self.forward(parts.pop().expect("one part"))];
+        }
+        let Some(first) = parts.first() else {
+            return parts;
+        };
+        let device = first.device();
+        if !(device.is_autodiff() && self.training.is_enabled()) {
+            return parts.into_iter().map(|p| self.forward(p)).collect();
+        }
+        let c = first.dims()[1];
+        let n: usize = parts
+            .iter()
+            .map(|p| p.dims().iter().product::<usize>() / c)
+            .sum();
+        let channel_sum =
+            |t: Tensor<4>| -> Tensor<1> { t.sum_dim(0).sum_dim(2).sum_dim(3).reshape([c]) };
+        let sum = parts
+            .iter()
+            .map(|p| channel_sum(p.clone()))
+            .reduce(|a, b| a + b)
+            .expect("parts");
+        let mean = sum.div_scalar(n as f64);
+        let m4 = mean.clone().reshape([1, c, 1, 1]);
+        let var = parts
+            .iter()
+            .map(|p| channel_sum((p.clone() - m4.clone()).powi_scalar(2)))
+            .reduce(|a, b| a + b)
+            .expect("parts")
+            .div_scalar(n as f64);
+        let scale = self.weight.val() / var.clone().add_scalar(self.epsilon).sqrt();
+        let shift = self.bias.val() - mean.clone() * scale.clone();
+        let (scale, shift) = (scale.reshape([1, c, 1, 1]), shift.reshape([1, c, 1, 1]));
+        let out = parts
+            .into_iter()
+            .map(|p| p * scale.clone() + shift.clone())
+            .collect();
+        self.update_running(mean.detach(), var.detach(), n, &device);
+        out
+    }
+
     /// Normalise `x` (`[N, C, ...]`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let device = x.device();
@@ -83,30 +159,7 @@ impl TorchBatchNorm {
                     var,
                 )
             };
-            let unbiased = if n > 1 {
-                var.mul_scalar(n as f64 / (n as f64 - 1.0))
-            } else {
-                var
-            };
-            let m = self.momentum;
-            let running_mean = self.running_mean.value_sync().to_device(&device);
-            let running_var = self.running_var.value_sync().to_device(&device);
-            self.running_mean.update(
-                running_mean
-                    .mul_scalar(1.0 - m)
-                    .add(mean.mul_scalar(m))
-                    .detach(),
-            );
-            self.running_var.update(
-                running_var
-                    .mul_scalar(1.0 - m)
-                    .add(unbiased.mul_scalar(m))
-                    .detach(),
-            );
-            // Fold the update in now, so that readers of the module (checkpoints, exports)
-            // see the statistics of this forward.
-            let _ = self.running_mean.value_sync();
-            let _ = self.running_var.value_sync();
+            self.update_running(mean, var, n, &device);
             output
         } else {
             batch_norm(
@@ -315,6 +368,39 @@ pub fn max_pool_3s2(x: Tensor<4>) -> Tensor<4> {
 /// [`crate::pool::max_pool3`] (an operator on flex, Burn's pool elsewhere).
 pub fn max_filter_3x3(x: Tensor<4>) -> Tensor<4> {
     crate::pool::max_pool3(x, 1)
+}
+
+/// Into how many parts along its batch axis a layer whose output takes `out_bytes` must run on
+/// `device` so that no part passes the device's largest buffer (wgpu binds at most 2 GiB
+/// whatever the GPU's memory; Mesa's software Vulkan 128 MiB): 1 where it fits or the device
+/// has no such limit, never more than `batch`. [`with_binding_limit`] sets the limit for tests.
+pub fn binding_chunks(device: &Device, out_bytes: u64, batch: usize) -> usize {
+    let limit = BINDING_LIMIT
+        .with(|l| l.get())
+        .or_else(|| crate::conv::max_buffer_bytes(device));
+    match limit {
+        Some(limit) if limit > 0 && out_bytes > limit => {
+            (out_bytes.div_ceil(limit) as usize).clamp(1, batch.max(1))
+        }
+        _ => 1,
+    }
+}
+
+thread_local! {
+    static BINDING_LIMIT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with [`binding_chunks`] taking `bytes` as the largest buffer on every device (on
+/// this thread): the chunked paths can then be checked against the whole ones on the CPU.
+pub fn with_binding_limit<T>(bytes: u64, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<u64>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BINDING_LIMIT.with(|l| l.set(self.0));
+        }
+    }
+    let _restore = Restore(BINDING_LIMIT.with(|l| l.replace(Some(bytes))));
+    f()
 }
 
 /// Apply a `[N, C, H, W]` op to a `[T, B, C, H, W]` tensor by merging T and B.

@@ -96,6 +96,40 @@ impl Monitor {
         });
     }
 
+    /// Record the spikes of layer `name` given in parts along dimension `axis` (a layer run in
+    /// batch chunks, [`crate::layers::binding_chunks`]): one record, as if they were one
+    /// tensor. Kept spikes ([`Self::keeping_spikes`]) are the parts' outputs one after another.
+    pub fn record_parts<const D: usize>(
+        &mut self,
+        name: &str,
+        v_threshold: f64,
+        parts: &[Tensor<D>],
+        axis: usize,
+    ) {
+        if !self.enabled || parts.is_empty() {
+            return;
+        }
+        let mut shape = parts[0].dims().to_vec();
+        shape[axis] = parts.iter().map(|p| p.dims()[axis]).sum();
+        let counts: Vec<Tensor<1>> = parts.iter().map(|p| p.clone().detach().sum()).collect();
+        let spikes = self.keep.then(|| {
+            Tensor::cat(
+                parts
+                    .iter()
+                    .map(|p| p.clone().detach().reshape([-1]))
+                    .collect(),
+                0,
+            )
+        });
+        self.records.push(SpikeRecord {
+            name: name.to_string(),
+            v_threshold,
+            shape,
+            count: Tensor::cat(counts, 0).sum(),
+            spikes,
+        });
+    }
+
     /// The raw records, in execution order.
     pub fn records(&self) -> &[SpikeRecord] {
         &self.records

@@ -10,8 +10,8 @@ use super::ModelConfig;
 use crate::attention::{MsAttention, MsAttentionConfig};
 use crate::error::Result;
 use crate::layers::{
-    conv2d, conv_forward, linear_torch_default, max_pool_3s2, merged, pointwise_conv,
-    TorchBatchNorm,
+    binding_chunks, conv2d, conv_forward, linear_torch_default, max_pool_3s2, merged,
+    pointwise_conv, TorchBatchNorm,
 };
 use crate::monitor::Monitor;
 use crate::neuron::{MultiStepNeuron, NeuronConfig};
@@ -77,6 +77,49 @@ impl SdtSps {
         }
     }
 
+    /// One stem stage (conv → BN → LIF → pool) on `parts` chunks of the batch: each chunk's
+    /// convolution, BatchNorm with the statistics of the whole batch
+    /// ([`TorchBatchNorm::forward_parts`]), LIF (one monitor record) and pool, then the pooled
+    /// chunks joined.
+    fn stage_in_parts(
+        x: Tensor<5>,
+        parts: usize,
+        conv: &Conv2d,
+        bn: &TorchBatchNorm,
+        lif: &MultiStepNeuron,
+        pool: bool,
+        m: &mut Monitor,
+    ) -> Tensor<5> {
+        let [t, b, c, h, w] = x.dims();
+        let per = b.div_ceil(parts);
+        let sizes: Vec<(usize, usize)> = (0..b)
+            .step_by(per)
+            .map(|b0| (b0, (b0 + per).min(b)))
+            .collect();
+        let convs: Vec<Tensor<4>> = sizes
+            .iter()
+            .map(|&(b0, b1)| {
+                let xs = x.clone().slice([0..t, b0..b1, 0..c, 0..h, 0..w]);
+                conv_forward(conv, xs.reshape([t * (b1 - b0), c, h, w]))
+            })
+            .collect();
+        let spikes: Vec<Tensor<5>> = bn
+            .forward_parts(convs)
+            .into_iter()
+            .zip(&sizes)
+            .map(|(y, &(b0, b1))| {
+                let [_, co, ho, wo] = y.dims();
+                lif.forward(y.reshape([t, b1 - b0, co, ho, wo]))
+            })
+            .collect();
+        m.record_parts(lif.name(), lif.v_threshold(), &spikes, 1);
+        let out: Vec<Tensor<5>> = spikes
+            .into_iter()
+            .map(|s| if pool { merged(s, max_pool_3s2) } else { s })
+            .collect();
+        Tensor::cat(out, 1)
+    }
+
     /// `[T, B, C_in, H, W]` → real-valued tokens `[T, B, C, H', W']`.
     ///
     /// Records nothing: [`Self::forward_monitored`] also records the firing statistics.
@@ -93,6 +136,15 @@ impl SdtSps {
         ];
         let mut x = x;
         for (i, (conv, bn, lif)) in stages.into_iter().enumerate() {
+            let [t, b, _, h, w] = x.dims();
+            let out_bytes = (t * b * conv.weight.dims()[0] * h * w * 4) as u64;
+            let parts = binding_chunks(&x.device(), out_bytes, b);
+            if parts > 1 {
+                // ImageNet's first stage at its batch: the stage in batch chunks (BatchNorm's
+                // statistics over all of them), so that no tensor passes the largest buffer.
+                x = Self::stage_in_parts(x, parts, conv, bn, lif, self.pooling[i], m);
+                continue;
+            }
             x = merged(x, |z| bn.forward(conv_forward(conv, z)));
             x = lif.forward_monitored(x, m);
             if self.pooling[i] {
@@ -281,5 +333,93 @@ impl Sdt {
         let feat: Tensor<3> = x.reshape([t, b, c, h * w]).mean_dim(3).reshape([t, b, c]);
         let s = self.head_lif.forward_monitored(feat, m);
         crate::precision::linear(&self.head, s)
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod binding_tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().expect("f32")
+    }
+
+    fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "lengths differ");
+        let m = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        a.iter().zip(b).fold(0f32, |d, (x, y)| {
+            let e = (x - y).abs() / m;
+            if e.is_nan() {
+                f32::INFINITY
+            } else {
+                d.max(e)
+            }
+        })
+    }
+
+    /// The stem in batch chunks (as on a device whose largest buffer is smaller than a stage's
+    /// output) against the whole batch: the same tokens, spike counts, gradients and running
+    /// statistics, to rounding (BatchNorm's sums are added chunk by chunk).
+    #[test]
+    fn the_stem_in_binding_sized_chunks_computes_the_whole_batchs_stem() {
+        let device = Device::flex().autodiff();
+        let mut cfg = ModelConfig::preset("cifar10-2-256").unwrap();
+        cfg.embed_dim = 32;
+        cfg.img_size = 16;
+        cfg.time_steps = 2;
+        cfg.pooling_stat = "1111".into();
+        cfg.validate().unwrap();
+        let x = Tensor::<5>::random([2, 5, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+        // Stage 1's output: 2·5·4·16·16 floats = 40 KiB; a 12 KiB limit gives 4 chunks of 2, 2,
+        // 1 (then stage 2's 20 KiB 2 chunks); no limit: one piece.
+        // One draw of the weights for both runs (a fresh module, so that the first run's
+        // running-statistics update does not carry over).
+        let record = SdtSps::new(&cfg, &device).into_record();
+        let run = |limit: Option<u64>| {
+            let sps = SdtSps::new(&cfg, &device).load_record(record.clone());
+            let go = || {
+                let mut m = Monitor::enabled();
+                let y = sps.forward_monitored(x.clone(), &mut m);
+                let g = (y.clone() * y.clone()).sum().backward();
+                let gw: Vec<f32> = [&sps.proj_conv, &sps.proj_conv1, &sps.proj_conv2]
+                    .iter()
+                    .flat_map(|c| values(c.weight.val().grad(&g).unwrap()))
+                    .collect();
+                let counts: Vec<(String, Vec<usize>, f64)> = m
+                    .stats()
+                    .into_iter()
+                    .map(|s| (s.name, s.shape, s.spikes))
+                    .collect();
+                let running = values(sps.proj_bn.running_var.value());
+                (values(y.inner()), gw, counts, running)
+            };
+            match limit {
+                Some(l) => crate::layers::with_binding_limit(l, go),
+                None => go(),
+            }
+        };
+        let whole = run(None);
+        assert_eq!(
+            crate::layers::with_binding_limit(12 * 1024, || {
+                crate::layers::binding_chunks(&device, 40 * 1024, 5)
+            }),
+            4
+        );
+        let parts = run(Some(12 * 1024));
+        assert!(max_rel(&parts.0, &whole.0) < 1e-5, "tokens");
+        assert!(max_rel(&parts.1, &whole.1) < 1e-4, "stem gradients");
+        assert_eq!(parts.2.len(), whole.2.len(), "one record per layer");
+        for (p, w) in parts.2.iter().zip(&whole.2) {
+            assert_eq!((&p.0, &p.1), (&w.0, &w.1), "names and shapes");
+            assert!(
+                (p.2 - w.2).abs() <= 2.0,
+                "{}: {} vs {} spikes",
+                p.0,
+                p.2,
+                w.2
+            );
+        }
+        assert!(max_rel(&parts.3, &whole.3) < 1e-5, "running variance");
     }
 }
