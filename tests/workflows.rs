@@ -720,3 +720,20 @@ fn half_precision_trains_saves_its_loss_scale_and_resumes_exactly() {
         None
     );
 }
+
+/// A device without the half type is refused with an error naming the setting (WGSL has no
+/// bf16), before the run directory is touched.
+#[test]
+#[cfg_attr(statten_skip_wgpu, ignore = "STATTEN_SKIP_WGPU is set")]
+fn a_half_format_the_device_lacks_is_refused_naming_the_setting() {
+    let _guard = lock();
+    let dir = common::scratch_dir("workflows", "bf16-wgpu");
+    let cfg = fmnist("train.device=\"wgpu\"\ntrain.precision=\"bf16\"");
+    let out = dir.join("run");
+    let e = train(&cfg, &opts(&out)).unwrap_err().to_string();
+    assert!(
+        e.contains("train.precision = \"bf16\"") && e.contains("no bf16 type"),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing written");
+}

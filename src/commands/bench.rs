@@ -188,15 +188,9 @@ fn step_failed(preset: &str, batch: usize, dev_name: &DeviceName, e: &str) -> St
     )
 }
 
-fn run_bench_train(
-    precision: Precision,
-    devices: &[DeviceName],
-    preset: &str,
-    sets: &[String],
-    iters: u64,
-    warmup: u64,
-    batch: usize,
-) -> Result<(), String> {
+fn run_bench_train(a: &BenchArgs, preset: &str) -> Result<(), String> {
+    let (precision, devices, sets) = (a.precision, &a.device[..], &a.sets[..]);
+    let (iters, warmup, batch) = (a.iters, a.warmup, a.batch as usize);
     let cfg = statten_train::config::model_with_sets(preset, sets)
         .map_err(|e| format!("--train: {e}"))?;
     for dev_name in devices {
@@ -233,15 +227,9 @@ fn run_bench_train(
 
 /// `bench --train PRESET --profile`: the kernels of the preset's training step on a CubeCL
 /// device, from CubeCL's profiling log between the warm-up and the end of the timed steps.
-fn run_bench_profile(
-    precision: Precision,
-    devices: &[DeviceName],
-    preset: &str,
-    sets: &[String],
-    iters: u64,
-    warmup: u64,
-    batch: usize,
-) -> Result<(), String> {
+fn run_bench_profile(a: &BenchArgs, preset: &str) -> Result<(), String> {
+    let (precision, devices, sets) = (a.precision, &a.device[..], &a.sets[..]);
+    let (iters, warmup, batch) = (a.iters, a.warmup, a.batch as usize);
     let [dev_name] = devices else {
         return Err("--profile takes one device (--device wgpu)".into());
     };
@@ -355,29 +343,13 @@ fn run_args(a: BenchArgs) -> Result<(), String> {
     let batch = a.batch as usize;
     if a.profile {
         let preset = a.train.as_deref().unwrap_or_default();
-        return run_bench_profile(
-            a.precision,
-            &a.device,
-            preset,
-            &a.sets,
-            a.iters,
-            a.warmup,
-            batch,
-        );
+        return run_bench_profile(&a, preset);
     }
     for d in &a.device {
         probe(d, &d.device())?;
     }
     with_algorithm(alg, || match &a.train {
-        Some(preset) => run_bench_train(
-            a.precision,
-            &a.device,
-            preset,
-            &a.sets,
-            a.iters,
-            a.warmup,
-            batch,
-        ),
+        Some(preset) => run_bench_train(&a, preset),
         None => run_bench(&a.device, a.iters, a.warmup, batch, &a.only),
     })
 }

@@ -15,7 +15,6 @@ use std::path::Path;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use statten_core::checkpoint::{load_reference, named_tensors};
 use statten_core::models::StattenModel;
 use statten_core::monitor::Monitor;
@@ -23,7 +22,7 @@ use statten_core::precision::{with_precision, Precision};
 use statten_train::objective::{Objective, Targets};
 
 use super::compare::{grad_of, rel_l2, to_f64};
-use super::input_of;
+use super::{input_of, target_of};
 use crate::fixture::Fixture;
 
 /// The stated tolerances of a half format. The control (f32 products on the weights rounded to
@@ -292,14 +291,7 @@ fn run_pass(
         let x = input_of(fx, cfg.dvs, device)?.encode(cfg.time_steps);
         let logits_eval = to_f64(model.valid().forward_monitored(x, &mut mon));
         let spikes_eval = kept(&mon);
-        let target = fx.tensor("target")?;
-        let target: Tensor<1, Int> = Tensor::from_data(
-            TensorData::new(
-                target.values.iter().map(|&v| v as i64).collect::<Vec<_>>(),
-                target.shape.clone(),
-            ),
-            &ad,
-        );
+        let target = target_of(fx, &ad)?;
         let objective = Objective::cross_entropy(&cfg, fx.label_smoothing()?);
         let mut mon = Monitor::keeping_spikes();
         let input = input_of(fx, cfg.dvs, &ad)?;

@@ -119,6 +119,18 @@ fn input_of(fx: &Fixture, dvs: bool, device: &Device) -> Result<Input, String> {
     })
 }
 
+/// The fixture's class indices on `device`.
+fn target_of(fx: &Fixture, device: &Device) -> Result<Tensor<1, Int>, String> {
+    let target = fx.tensor("target")?;
+    Ok(Tensor::from_data(
+        TensorData::new(
+            target.values.iter().map(|&v| v as i64).collect::<Vec<_>>(),
+            target.shape.clone(),
+        ),
+        device,
+    ))
+}
+
 /// Run every check of `fixture_dir` on `device` (a plain device; autodiff is added for the
 /// train forward).
 pub fn run_parity(
@@ -157,14 +169,7 @@ pub fn run_parity(
     // The step `statten train` takes (forward over T, label-smoothed cross-entropy), on the
     // fixture's batch.
     let mut mon = Monitor::enabled();
-    let target = fx.tensor("target")?;
-    let target: Tensor<1, Int> = Tensor::from_data(
-        TensorData::new(
-            target.values.iter().map(|&v| v as i64).collect::<Vec<_>>(),
-            target.shape.clone(),
-        ),
-        &ad,
-    );
+    let target = target_of(&fx, &ad)?;
     let objective = Objective::cross_entropy(&cfg, fx.label_smoothing()?);
     let input = input_of(&fx, cfg.dvs, &ad)?;
     let (loss, logits) = objective.forward_loss(&model, input, Targets::Hard(target), &mut mon);

@@ -179,6 +179,17 @@ impl PrecisionSetting {
     }
 }
 
+impl std::fmt::Display for PrecisionSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+            Self::Amp => "amp",
+        })
+    }
+}
+
 impl std::str::FromStr for PrecisionSetting {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

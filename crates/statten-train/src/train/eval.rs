@@ -247,7 +247,7 @@ pub fn eval_checkpoint_weights(
     let precision = cfg.train.precision.resolve(&base);
     statten_core::precision::check_support(precision, &base).map_err(|why| {
         Error::Config(format!(
-            "train.precision = {:?} ({precision}): device `{}` cannot compute it: {why}",
+            "train.precision = \"{}\" ({precision}): device `{}` cannot compute it: {why}",
             cfg.train.precision, cfg.train.device
         ))
     })?;

@@ -179,7 +179,7 @@ fn replicas(cfg: &RunConfig, opts: &RunOptions) -> Result<Replicas> {
     for (n, d) in names.iter().zip(&devices) {
         statten_core::precision::check_support(precision, d).map_err(|why| {
             Error::Config(format!(
-                "train.precision = {:?} ({precision}): device `{n}` cannot compute {precision} \
+                "train.precision = \"{}\" ({precision}): device `{n}` cannot compute {precision} \
                  matrix products: {why}",
                 cfg.train.precision
             ))
