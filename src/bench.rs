@@ -193,13 +193,13 @@ pub fn train_step_with_rate(
                     with_precision(precision, || scaled.backward()),
                     &m,
                 );
-                let (g, found_inf) = statten_train::amp::unscale_and_check(&m, g, s.scale);
-                s.update(found_inf);
-                if found_inf {
-                    model = Some(m);
-                    return Ok(value);
+                match s.unscale(&m, g) {
+                    Some(g) => g,
+                    None => {
+                        model = Some(m);
+                        return Ok(value);
+                    }
                 }
-                g
             }
             None => GradientsParams::from_grads(with_precision(precision, || loss.backward()), &m),
         };

@@ -152,14 +152,13 @@ const MAX_GEMM_COLUMNS: usize = 1 << 19;
 pub(crate) fn max_buffer_bytes(device: &Device) -> Option<u64> {
     #[cfg(feature = "wgpu")]
     {
-        if let burn::backend::DispatchDevice::Cube(d) =
-            device.clone().without_autodiff().as_dispatch()
-        {
-            return Some(d.client().properties().memory.max_page_size);
-        }
+        crate::gpu::with_cube(device, |props, _| props.memory.max_page_size)
     }
-    let _ = device;
-    None
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        None
+    }
 }
 
 /// A [`same_shaped`] convolution (no bias) as im2col and one matrix product, in tensor

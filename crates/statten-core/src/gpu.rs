@@ -33,6 +33,22 @@ impl std::fmt::Display for GpuInfo {
     }
 }
 
+/// `f` of a CubeCL device's properties and runtime name (opening the device); `None` for other
+/// backends. The one place that asks whether a device is a CubeCL one and reaches its client.
+#[cfg(feature = "wgpu")]
+pub(crate) fn with_cube<T>(
+    device: &Device,
+    f: impl FnOnce(&cubecl::ir::DeviceProperties, &'static str) -> T,
+) -> Option<T> {
+    match device.clone().without_autodiff().as_dispatch() {
+        burn::backend::DispatchDevice::Cube(d) => {
+            let client = d.client();
+            Some(f(client.properties(), client.name()))
+        }
+        _ => None,
+    }
+}
+
 /// Whether the CubeCL device `device` has the float type `dtype` (f16 or bf16) in its kernels'
 /// language (WGSL has f16 where the adapter offers `shader-f16`, no bf16); `None` for other
 /// backends. Opens the device.
@@ -40,38 +56,36 @@ pub fn has_float(device: &Device, dtype: burn::tensor::DType) -> Option<bool> {
     #[cfg(feature = "wgpu")]
     {
         use cubecl::ir::{ElemType, FloatKind};
-        if let burn::backend::DispatchDevice::Cube(d) =
-            device.clone().without_autodiff().as_dispatch()
-        {
-            let kind = match dtype {
-                burn::tensor::DType::F16 => FloatKind::F16,
-                burn::tensor::DType::BF16 => FloatKind::BF16,
-                burn::tensor::DType::F64 => FloatKind::F64,
-                _ => FloatKind::F32,
-            };
-            return Some(d.client().properties().supports_type(ElemType::Float(kind)));
-        }
+        let kind = match dtype {
+            burn::tensor::DType::F16 => FloatKind::F16,
+            burn::tensor::DType::BF16 => FloatKind::BF16,
+            burn::tensor::DType::F64 => FloatKind::F64,
+            _ => FloatKind::F32,
+        };
+        with_cube(device, |props, _| {
+            props.supports_type(ElemType::Float(kind))
+        })
     }
-    let _ = (device, dtype);
-    None
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = (device, dtype);
+        None
+    }
 }
 
 /// `device`'s identity when it is a CubeCL device (opening it), `None` for other backends.
 pub fn gpu_info(device: &Device) -> Option<GpuInfo> {
     #[cfg(feature = "wgpu")]
     {
-        if let burn::backend::DispatchDevice::Cube(d) =
-            device.clone().without_autodiff().as_dispatch()
-        {
-            let client = d.client();
-            let identity = &client.properties().identity;
-            return Some(GpuInfo {
-                adapter: identity.name.clone(),
-                runtime: client.name(),
-                software: identity.physical.is_none(),
-            });
-        }
+        with_cube(device, |props, runtime| GpuInfo {
+            adapter: props.identity.name.clone(),
+            runtime,
+            software: props.identity.physical.is_none(),
+        })
     }
-    let _ = device;
-    None
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        None
+    }
 }

@@ -64,6 +64,19 @@ impl LossScale {
         }
     }
 
+    /// One step's gradients of `module`, multiplied by this scale in the backward: unscaled,
+    /// checked, and the scale updated ([`Self::update`]). `None` when they hold an inf or NaN:
+    /// the optimizer skips the step.
+    pub fn unscale<M: Module>(
+        &mut self,
+        module: &M,
+        grads: GradientsParams,
+    ) -> Option<GradientsParams> {
+        let (grads, found_inf) = unscale_and_check(module, grads, self.scale);
+        self.update(found_inf);
+        (!found_inf).then_some(grads)
+    }
+
     /// The state as one text row, `scale,growth_tracker,skipped` (Rust's exact float format).
     pub fn to_row(&self) -> String {
         format!("{},{},{}", self.scale, self.growth_tracker, self.skipped)

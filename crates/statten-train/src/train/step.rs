@@ -62,38 +62,32 @@ impl Trainer<'_> {
         } = g;
         // f16: the gradients back to their scale; one with an inf or NaN skips the optimizer
         // (torch's GradScaler: the scale backs off; the EMA still updates, as timm's loop does).
-        let grads = match self.loss_scale {
-            Some(mut scaler) => {
-                let (grads, found_inf) =
-                    crate::amp::unscale_and_check(self.model(), grads, scaler.scale);
-                scaler.update(found_inf);
-                self.loss_scale = Some(scaler);
-                if found_inf {
-                    if self.opts.verbose {
-                        println!(
-                            "epoch {} step {}: inf/NaN gradients in f16, optimizer step skipped; \
-                             loss scale now {}",
-                            epoch + 1,
-                            i + 1,
-                            scaler.scale
-                        );
-                    }
-                    if let (Some(ema), Some(m)) = (&mut self.ema, &self.model) {
-                        ema.update(m);
-                    }
-                    return Ok(Some((loss, correct)));
+        let grads = match &mut self.loss_scale {
+            Some(scaler) => {
+                let model = self.model.as_ref().expect("model present between steps");
+                let kept = scaler.unscale(model, grads);
+                if kept.is_none() && self.opts.verbose {
+                    println!(
+                        "epoch {} step {}: inf/NaN gradients in f16, optimizer step skipped; \
+                         loss scale now {}",
+                        epoch + 1,
+                        i + 1,
+                        scaler.scale
+                    );
                 }
-                grads
+                kept
             }
-            None => grads,
+            None => Some(grads),
         };
-        let grads = if cfg.optimizer.clip_grad > 0.0 {
-            clip_grad_norm(self.model(), grads, cfg.optimizer.clip_grad).0
-        } else {
-            grads
-        };
-        let m = self.model.take().expect("model");
-        self.model = Some(self.opt.step(lr, m, grads));
+        if let Some(grads) = grads {
+            let grads = if cfg.optimizer.clip_grad > 0.0 {
+                clip_grad_norm(self.model(), grads, cfg.optimizer.clip_grad).0
+            } else {
+                grads
+            };
+            let m = self.model.take().expect("model");
+            self.model = Some(self.opt.step(lr, m, grads));
+        }
         if let (Some(ema), Some(m)) = (&mut self.ema, &self.model) {
             ema.update(m);
         }
